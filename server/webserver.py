@@ -1,0 +1,151 @@
+"""A mutual-TLS HTTPS server: it proves itself with its certificate and demands one from the client.
+
+    cd server && python3 webserver.py        # then, from client/: python3 client.py
+"""
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import ssl
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import List, Optional
+from urllib.parse import urlsplit
+
+from tls_server import MutualTLSServer, Peer, format_address, serve_until_signalled
+from trust import TrustedSet, TrustError, load_trusted_set
+
+HERE = Path(__file__).resolve().parent
+
+
+def server_context(cert: Path, key: Path, trusted: TrustedSet) -> ssl.SSLContext:
+    """The whole security policy of the server, in one place."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2          # TLS 1.3 is on and preferred
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")      # TLS 1.2: forward secrecy + AEAD only
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.load_cert_chain(cert, key)                        # who we are
+    context.verify_mode = ssl.CERT_REQUIRED                   # a client certificate is mandatory...
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    context.load_verify_locations(cadata=trusted.pem)         # ...and must be one of these exactly
+    return context
+
+
+class HelloHandler(BaseHTTPRequestHandler):
+    """Answers `GET /` and `HEAD /` with Hello world!; every other path is 404, no files are served."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: several requests on one authenticated connection
+    server_version = "mtls-demo"
+    BODY = b"Hello world!"
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version in the Server header
+
+    def setup(self) -> None:
+        super().setup()
+        self.peer = Peer(self.connection)  # verified during the handshake, before any HTTP byte
+
+    def do_GET(self) -> None:
+        self.respond(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self.respond(send_body=False)
+
+    def respond(self, send_body: bool) -> None:
+        if urlsplit(self.path).path == "/":
+            status, body = 200, self.BODY
+        else:
+            status, body = 404, b"Not found\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_request(self, code="-", size="-") -> None:
+        logging.getLogger("mtls").info('%s CN=%s "%s" %s', format_address(self.client_address),
+                                       self.peer.cn, self.requestline, code)
+
+    def log_message(self, format: str, *args) -> None:
+        logging.getLogger("mtls").warning("%s %s", format_address(self.client_address),
+                                          format % args)
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Hello-world HTTPS server that requires a client certificate.")
+    parser.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
+                        help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=4443, help="port (default: %(default)s)")
+    parser.add_argument("--tls-cert", type=Path, default=HERE / "server-cert.pem", metavar="PATH",
+                        help="server certificate (default: server/server-cert.pem)")
+    parser.add_argument("--tls-key", type=Path, default=HERE / "server-key.pem", metavar="PATH",
+                        help="server private key (default: server/server-key.pem)")
+    parser.add_argument("--tls-client-certs", type=Path, action="append", metavar="PATH",
+                        help="trusted client certificates: a PEM bundle or a directory of *.pem; "
+                             "repeatable (default: server/client-cert.pem and server/clients/)")
+    parser.add_argument("--handshake-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="drop peers that have not finished the TLS handshake (default: %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="close keep-alive connections idle this long (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def trusted_paths(args: argparse.Namespace) -> List[Path]:
+    """Explicit --tls-client-certs, else the default bundle plus the clients/ directory if present."""
+    if args.tls_client_certs:
+        return args.tls_client_certs
+    defaults = [HERE / "client-cert.pem", HERE / "clients"]
+    return [p for p in defaults if p.exists()] or defaults[:1]
+
+
+def fail(message: str) -> int:
+    print(f"webserver: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    for path in (args.tls_cert, args.tls_key):
+        if not path.is_file():
+            return fail(f"missing {path}; run ./bootstrap.sh first to create the identities")
+    try:
+        trusted = load_trusted_set(trusted_paths(args))
+        context = server_context(args.tls_cert, args.tls_key, trusted)
+    except TrustError as exc:
+        return fail(f"{exc}; run ./bootstrap.sh first to create the identities")
+    except ssl.SSLError as exc:
+        return fail(f"cannot load the TLS identity ({exc.reason or exc}); "
+                    "check the certificate matches the key, or re-run ./bootstrap.sh --force")
+    try:
+        server = MutualTLSServer((args.bind, args.port), HelloHandler, context, trusted,
+                                 args.handshake_timeout, args.idle_timeout)
+    except OSError as exc:
+        return fail(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}"
+                    + ("; is another server running? choose another --port" if exc.errno == errno.EADDRINUSE else ""))
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else ("localhost" if host == "127.0.0.1" else host)
+
+    def announce() -> None:
+        logging.getLogger("mtls").info("serving https://%s:%d/ (pid %d), trusting %d client "
+                                       "certificate(s); Ctrl-C to stop", shown, port,
+                                       os.getpid(), len(trusted))
+
+    serve_until_signalled(server, stop, announce)
+    logging.getLogger("mtls").info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
