@@ -64,7 +64,7 @@ def describe_handshake_error(exc: BaseException) -> str:
             return "client closed the connection during the handshake"
         return (reason or str(exc)).lower().replace("_", " ")
     if isinstance(exc, socket.timeout):
-        return "handshake timed out"
+        return "timed out"
     if isinstance(exc, ConnectionResetError):
         return "connection reset by client"
     return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
@@ -127,16 +127,20 @@ class MutualTLSServer(ThreadingHTTPServer):
     def process_request_thread(self, request: socket.socket, client_address) -> None:
         """Handshake, serve HTTP on the verified connection, then close it with close_notify."""
         peer_name = format_address(client_address)
-        tls = None
         try:
             tls = self.secure(request, peer_name)
-            if tls is not None:
-                self.finish_request(tls, client_address)
+        except (OSError, ValueError) as exc:  # before the TLS wrap: the peer was silent or vanished
+            log.warning("%s handshake failed: %s", peer_name, describe_handshake_error(exc))
+            linger_close(request)
+            return
+        if tls is None:
+            return
+        try:
+            self.finish_request(tls, client_address)
         except Exception as exc:  # noqa: BLE001 - one line per peer-caused failure, never a traceback
             self.log_connection_error(peer_name, exc)
         finally:
-            if tls is not None:
-                self.close_tls(tls)
+            self.close_tls(tls)
 
     def secure(self, sock: socket.socket, peer_name: str) -> Optional[ssl.SSLSocket]:
         """Return the verified TLS socket, or None after refusing the peer (already logged)."""
@@ -148,7 +152,7 @@ class MutualTLSServer(ThreadingHTTPServer):
         context, trusted = self.context, self.trusted
         tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         try:
-            tls.do_handshake()
+            tls.do_handshake()  # bounded: Python applies the socket timeout as a deadline
         except (OSError, ValueError) as exc:
             log.warning("%s handshake failed: %s", peer_name, describe_handshake_error(exc))
             linger_close(tls)

@@ -41,19 +41,21 @@ class Identities:
                 "--key", str(self.client_key)]
 
 
-def make_identities(testcase: unittest.TestCase, *bootstrap_args: str) -> Identities:
-    """A fresh project with identities made by the real bootstrap.sh."""
-    project = make_project(testcase)
+def make_identities(owner, *bootstrap_args: str) -> Identities:
+    """A fresh project with identities made by the real bootstrap.sh (per test, or per class)."""
+    project = make_project(owner)
     result = run_bootstrap(project, *bootstrap_args)
-    testcase.assertEqual(result.returncode, 0, result.stderr)
+    if result.returncode != 0:
+        raise AssertionError(f"bootstrap.sh {' '.join(bootstrap_args)} failed:\n{result.stderr}")
     return Identities(project)
 
 
 class ServerProcess:
     """server/webserver.py in a subprocess on an ephemeral port; readiness is its banner line."""
 
-    def __init__(self, args: List[str], ready_timeout: float = 10.0):
-        self.proc = subprocess.Popen(
+    def __init__(self, args: List[str], ready_timeout: float = 10.0,
+                 proc: Optional[subprocess.Popen] = None):
+        self.proc = proc or subprocess.Popen(
             [sys.executable, "-W", "error", str(WEBSERVER), "--port", "0", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, cwd=ROOT)
@@ -62,6 +64,11 @@ class ServerProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.port = self._wait_for_banner(ready_timeout)
+
+    @classmethod
+    def adopt(cls, proc: subprocess.Popen) -> "ServerProcess":
+        """Watch a server started some other way (text stdout carrying its log)."""
+        return cls([], proc=proc)
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -120,16 +127,17 @@ class ServerProcess:
             self.proc.stdout.close()
 
 
-def start_server(testcase: unittest.TestCase, ids: Identities, *extra: str) -> ServerProcess:
-    """Start a server for this test; it is stopped (and must exit 0, no traceback) at cleanup."""
+def start_server(owner, ids: Identities, *extra: str) -> ServerProcess:
+    """Start a server for a test (or, given a class, for all its tests); cleanup stops it and
+    fails unless it exits 0 without a traceback."""
     server = ServerProcess(ids.server_args() + list(extra))
 
     def stop_and_check() -> None:
         code = server.stop()
-        testcase.assertEqual(code, 0, server.output())
-        testcase.assertNotIn("Traceback", server.output())
+        if code != 0 or "Traceback" in server.output():
+            raise AssertionError(f"server exited {code}:\n{server.output()}")
 
-    testcase.addCleanup(stop_and_check)
+    (owner.addClassCleanup if isinstance(owner, type) else owner.addCleanup)(stop_and_check)
     return server
 
 

@@ -22,10 +22,11 @@ def require_tool(testcase: unittest.TestCase, name: str) -> str:
     return path
 
 
-def make_project(testcase: unittest.TestCase) -> Path:
-    """Copy bootstrap.sh into a fresh temporary directory removed after the test; return that directory."""
+def make_project(owner) -> Path:
+    """Copy bootstrap.sh into a fresh temporary directory removed after the test (or, given a
+    TestCase class, after all its tests); return that directory."""
     tmp = tempfile.TemporaryDirectory(prefix="mtls-test-")
-    testcase.addCleanup(tmp.cleanup)
+    (owner.addClassCleanup if isinstance(owner, type) else owner.addCleanup)(tmp.cleanup)
     project = Path(tmp.name)
     shutil.copy2(BOOTSTRAP, project / "bootstrap.sh")
     return project
