@@ -53,6 +53,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     url = urlsplit(args.url)
     if url.scheme != "https" or not url.hostname:
         parser.error(f"URL must look like https://host[:port]/path, got {args.url!r}")
+    try:
+        port_ok = url.port != 0  # urlsplit checks the port only when asked: ask here, not in fetch()
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        parser.error(f"URL port must be a number from 1 to 65535, got {args.url!r}")
+    if not 0 < args.timeout <= 86400:  # sockets raise ValueError/OverflowError outside this
+        parser.error(f"--timeout must be more than 0 and at most 86400 seconds, got {args.timeout:g}")
     return args
 
 
