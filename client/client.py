@@ -68,6 +68,11 @@ def load_context(args: argparse.Namespace) -> ssl.SSLContext:
     for path in (args.cacert, args.cert, args.key):
         if not path.is_file():
             raise ClientError(f"missing {path}; run ./bootstrap.sh first to create the identities", 2)
+    try:  # the trusted certificate alone first, so that its error names it, not our cert and key
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(args.cacert))
+    except ssl.SSLError as exc:
+        raise ClientError(f"no usable certificate in {args.cacert} ({exc.reason or exc}); it should "
+                          "be a copy of the server's server-cert.pem (./bootstrap.sh makes it)", 2) from None
     try:
         return client_context(args.cacert, args.cert, args.key)
     except ssl.SSLError as exc:
