@@ -211,6 +211,9 @@ cleanup_work_dir() {
 make_work_dir() {
   WORK_DIR="$(mktemp -d "$PWD/.bootstrap.XXXXXX")"
   trap cleanup_work_dir EXIT
+  # bash skips the EXIT trap when killed by a signal it does not trap; exit instead.
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
 }
 
 generate_key() {
@@ -252,7 +255,7 @@ mint_identity() {
   # Ed25519 signs the whole message itself and takes no digest option.
   [[ "$KEY_TYPE" == "ed25519" ]] || digest=(-sha256)
   run_openssl req -x509 -new -key "$prefix-key.pem" -config "$prefix.cnf" -days "$DAYS" \
-    -set_serial "$serial" "${digest[@]}" -out "$prefix-cert.pem"
+    -set_serial "$serial" ${digest[@]+"${digest[@]}"} -out "$prefix-cert.pem"
   chmod 0600 "$prefix-key.pem"
   chmod 0644 "$prefix-cert.pem"
 }
@@ -265,11 +268,16 @@ key_label() {
   esac
 }
 
+# tr, not ${x,,}: macOS still ships bash 3.2.
+to_lower() {
+  printf '%s' "$1" | tr '[:upper:]' '[:lower:]'
+}
+
 server_san() {
   local entries=("DNS:localhost" "IP:127.0.0.1" "IP:::1") entry known joined
   for entry in ${SANS[@]+"${SANS[@]}"}; do
     for known in "${entries[@]}"; do
-      [[ "${entry,,}" == "${known,,}" ]] && continue 2
+      [[ "$(to_lower "$entry")" == "$(to_lower "$known")" ]] && continue 2
     done
     entries+=("$entry")
   done
@@ -306,7 +314,7 @@ cmd_default() {
     return 0
   fi
   if ((FORCE == 0 && ${#existing[@]} > 0)); then
-    die "some identity files already exist (${existing[*]}) but not all; use --force to replace them"
+    die "incomplete identities: only ${existing[*]} exist; use --force to replace them all"
   fi
   make_work_dir
   mint_identity "$WORK_DIR/server" localhost serverAuth "$(server_san)"
@@ -518,7 +526,7 @@ print_table() {
   for row in "$@"; do
     IFS='|' read -r -a cells <<<"$row"
     for i in "${!cells[@]}"; do
-      ((${#cells[i]} > widths[i])) && widths[i]=${#cells[i]}
+      if ((${#cells[i]} > widths[i])); then widths[i]=${#cells[i]}; fi
     done
   done
   for row in "$@"; do
@@ -551,8 +559,10 @@ legacy_p12_options() {
   help="$(openssl pkcs12 -help 2>&1 || true)"
   if [[ "$help" == *"-legacy "* ]] && openssl list -providers -provider legacy >/dev/null 2>&1; then
     printf '%s' -legacy
-  elif [[ "$help" == *"-keypbe"* && "$help" == *"-certpbe"* && "$help" == *"-macalg"* ]]; then
-    printf '%s' "-keypbe PBE-SHA1-3DES -certpbe PBE-SHA1-3DES -macalg sha1"
+  elif [[ "$help" == *"-keypbe"* && "$help" == *"-certpbe"* ]]; then
+    # OpenSSL 1.1.1 and LibreSSL: no -legacy, but these are what -legacy means (MAC is SHA-1 by default there).
+    printf '%s' "-keypbe PBE-SHA1-3DES -certpbe PBE-SHA1-3DES"
+    [[ "$help" != *"-macalg"* ]] || printf ' %s' "-macalg sha1"
   else
     die "--legacy: this openssl ($(openssl version)) can write neither -legacy nor SHA1/3DES PKCS#12"
   fi
@@ -561,7 +571,7 @@ legacy_p12_options() {
 cmd_export_p12() {
   parse_options "--legacy" "$@"
   ((${#ARGS[@]} == 1)) || die_usage "export-p12 needs exactly one NAME"
-  local name="${ARGS[0]}" dir out extra=() opts
+  local name="${ARGS[0]}" dir out extra=() opts kind=""
   check_name "$name"
   if [[ "$name" == "client" ]]; then dir="client"; else dir="client/$name"; fi
   out="client/$name.p12"
@@ -570,13 +580,14 @@ cmd_export_p12() {
   if ((LEGACY == 1)); then
     opts="$(legacy_p12_options)"
     read -r -a extra <<<"$opts"
+    kind=", legacy encryption: $opts"
   fi
   read_p12_password
   make_work_dir
   run_openssl pkcs12 -export -in "$dir/client-cert.pem" -inkey "$dir/client-key.pem" \
     -name "$name" -passout env:P12_PASSWORD ${extra[@]+"${extra[@]}"} -out "$WORK_DIR/bundle.p12"
   install_file "$WORK_DIR/bundle.p12" "$out" 0600
-  say "wrote $out (certificate and private key of '$name'${extra[*]:+, legacy encryption})"
+  say "wrote $out (certificate and private key of '$name'$kind)"
   say "import it into a browser or keychain with the password you chose"
 }
 

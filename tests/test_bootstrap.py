@@ -520,7 +520,7 @@ class FailureTests(unittest.TestCase):
 
 
 class MissingOpensslTests(unittest.TestCase):
-    TOOLS = ("bash", "cat", "chmod", "cp", "mkdir", "mktemp", "mv", "rm", "sort")
+    TOOLS = ("bash", "cat", "chmod", "cp", "mkdir", "mktemp", "mv", "rm", "sort", "tr")
 
     def minimal_path(self, with_openssl: bool) -> dict:
         bindir = Path(tempfile.mkdtemp(prefix="bin-"))
@@ -813,6 +813,29 @@ class ExportP12Tests(unittest.TestCase):
             result = run_bootstrap(self.project, "export-p12", "client")
         self.assertEqual(result.returncode, 1)
         self.assertIn("P12_PASSWORD", result.stderr)
+        self.assertFalse(self.p12.exists())
+
+    def run_on_terminal(self, typed: str) -> subprocess.CompletedProcess:
+        """Run export-p12 under util-linux `script`, so stdin is a terminal, typing the given lines."""
+        script = require_tool(self, "script")
+        version = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=TIMEOUT)
+        if "util-linux" not in version.stdout:
+            raise unittest.SkipTest("needs util-linux script to provide a terminal")
+        with mock.patch.dict(os.environ):
+            os.environ.pop("P12_PASSWORD", None)
+            return subprocess.run([script, "-qec", "bash ./bootstrap.sh export-p12 client", "/dev/null"],
+                                  cwd=self.project, input=typed, capture_output=True, text=True, timeout=60)
+
+    def test_export_prompts_twice_on_a_terminal(self):
+        result = self.run_on_terminal("typed secret\ntyped secret\n")
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn("Repeat it:", result.stdout)
+        self.assertEqual(self.read_p12("-nokeys", password="typed secret").returncode, 0)
+
+    def test_export_refuses_two_different_terminal_passwords(self):
+        result = self.run_on_terminal("typed secret\nother secret\n")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("differ", result.stdout)
         self.assertFalse(self.p12.exists())
 
     def test_password_never_appears_on_the_openssl_command_line(self):
