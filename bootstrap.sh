@@ -364,10 +364,14 @@ require_server_identity() {
 }
 
 cert_subject_cn() {
-  local subject
+  local subject line
   subject="$(read_openssl x509 -noout -subject -nameopt multiline -in "$1")"
-  [[ "$subject" =~ commonName[[:space:]]*=[[:space:]]*([^$'\n']*) ]] && printf '%s' "${BASH_REMATCH[1]}"
-  return 0
+  while IFS= read -r line; do
+    if [[ "$line" =~ ^[[:space:]]*commonName[[:space:]]*=[[:space:]]*(.*)$ ]]; then
+      printf '%s' "${BASH_REMATCH[1]}"
+      return 0
+    fi
+  done <<<"$subject"
 }
 
 # Print each certificate the server trusts: the default client's plus server/clients/*.pem.

@@ -857,6 +857,25 @@ class ExportP12Tests(unittest.TestCase):
         self.assertIn("MAC: sha1", info.stderr)
         self.assertIn("friendlyName: client", info.stdout)
 
+    def test_legacy_export_falls_back_to_sha1_3des_without_the_legacy_flag(self):
+        bindir = Path(tempfile.mkdtemp(prefix="old-openssl-"))
+        self.addCleanup(shutil.rmtree, bindir)
+        wrapper = bindir / "openssl"  # an openssl whose pkcs12 lacks -legacy, like 1.1.1 or LibreSSL
+        wrapper.write_text("#!/usr/bin/env bash\n"
+                           "if [ \"$1 $2\" = 'pkcs12 -help' ]; then\n"
+                           f"  '{OPENSSL}' pkcs12 -help 2>&1 | grep -v -- '-legacy'; exit 0\n"
+                           "fi\n"
+                           f"exec '{OPENSSL}' \"$@\"\n")
+        wrapper.chmod(0o755)
+        env = dict(self.PASSWORD, PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+        result = run_bootstrap(self.project, "export-p12", "client", "--legacy", env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("PBE-SHA1-3DES", result.stdout)
+        info = self.read_p12("-nokeys", "-info")  # 3DES needs no legacy provider to read
+        self.assertEqual(info.returncode, 0, info.stderr)
+        self.assertIn("MAC: sha1", info.stderr)
+        self.assertIn("pbeWithSHA1And3-KeyTripleDES-CBC", info.stderr)
+
     def test_default_export_is_not_legacy(self):
         run_bootstrap(self.project, "export-p12", "client", env=self.PASSWORD)
         info = self.read_p12("-nokeys", "-info")
