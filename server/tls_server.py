@@ -15,9 +15,9 @@ Why each piece exists:
 import logging
 import socket
 import ssl
-import threading
+import time
 from http.server import ThreadingHTTPServer
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 from trust import TrustedSet, fingerprint
 
@@ -97,12 +97,18 @@ class Peer:
     """The verified identity of the client on one connection."""
 
     def __init__(self, tls: ssl.SSLSocket):
-        self.cert = tls.getpeercert()
-        self.der = tls.getpeercert(binary_form=True)
-        self.cn = subject_cn(self.cert)
-        self.fingerprint = fingerprint(self.der)
+        cert = tls.getpeercert()
+        self.cn = subject_cn(cert)
+        self.fingerprint = fingerprint(tls.getpeercert(binary_form=True))
+        self.not_after = iso_utc(cert["notAfter"])
         self.tls_version = tls.version()
         self.cipher = tls.cipher()[0]
+
+
+def iso_utc(openssl_time: str) -> str:
+    """'Dec  4 21:11:00 2027 GMT' (as getpeercert() gives it) as ISO 8601 UTC."""
+    seconds = ssl.cert_time_to_seconds(openssl_time)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 class MutualTLSServer(ThreadingHTTPServer):
@@ -205,22 +211,11 @@ class MutualTLSServer(ThreadingHTTPServer):
         """Swap in a new context and trusted set; connections already open keep theirs."""
         self.context, self.trusted = context, trusted
 
+    def drain(self) -> None:
+        """Called after the accept loop stopped: nothing to wait for yet (workers are daemons)."""
+
 
 def format_address(address) -> str:
     """host:port for IPv4, [host]:port for IPv6, as access logs write peers."""
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def serve_until_signalled(server: MutualTLSServer, stop: threading.Event,
-                          on_ready: Callable[[], None] = lambda: None) -> None:
-    """Run the accept loop in a thread until `stop` is set (by a signal handler), then close."""
-    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                            name="accept-loop", daemon=True)
-    loop.start()
-    on_ready()
-    while not stop.wait(0.5):
-        pass
-    server.shutdown()
-    loop.join()
-    server.server_close()

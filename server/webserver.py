@@ -7,19 +7,20 @@ import argparse
 import errno
 import logging
 import os
-import signal
 import ssl
 import sys
-import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from tls_server import MutualTLSServer, Peer, format_address, serve_until_signalled
+from lifecycle import serve_until_stopped
+from tls_server import MutualTLSServer, Peer, format_address
 from trust import TrustedSet, TrustError, load_trusted_set
+from whoami import whoami_json
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("mtls")
 
 
 def server_context(cert: Path, key: Path, trusted: TrustedSet) -> ssl.SSLContext:
@@ -35,12 +36,21 @@ def server_context(cert: Path, key: Path, trusted: TrustedSet) -> ssl.SSLContext
     return context
 
 
+def answer(method: str, path: str, peer: Peer) -> Tuple[int, str, bytes]:
+    """The whole application: status, content type and body for a request from a verified peer."""
+    route = urlsplit(path).path
+    if route == "/":
+        return 200, "text/plain", b"Hello world!"
+    if route == "/whoami":
+        return 200, "application/json", whoami_json(peer)
+    return 404, "text/plain", b"Not found\n"
+
+
 class HelloHandler(BaseHTTPRequestHandler):
-    """Answers `GET /` and `HEAD /` with Hello world!; every other path is 404, no files are served."""
+    """http.server glue: GET and HEAD go to answer(); it never serves files from disk."""
 
     protocol_version = "HTTP/1.1"  # keep-alive: several requests on one authenticated connection
     server_version = "mtls-demo"
-    BODY = b"Hello world!"
 
     def version_string(self) -> str:
         return self.server_version  # no Python version in the Server header
@@ -56,12 +66,9 @@ class HelloHandler(BaseHTTPRequestHandler):
         self.respond(send_body=False)
 
     def respond(self, send_body: bool) -> None:
-        if urlsplit(self.path).path == "/":
-            status, body = 200, self.BODY
-        else:
-            status, body = 404, b"Not found\n"
+        status, content_type, body = answer(self.command, self.path, self.peer)
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -70,16 +77,17 @@ class HelloHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_request(self, code="-", size="-") -> None:
-        logging.getLogger("mtls").info('%s CN=%s "%s" %s', format_address(self.client_address),
-                                       self.peer.cn, self.requestline, code)
+        log.info('%s CN=%s "%s" %s', format_address(self.client_address), self.peer.cn,
+                 self.requestline, code)
 
     def log_message(self, format: str, *args) -> None:
-        logging.getLogger("mtls").warning("%s %s", format_address(self.client_address),
-                                          format % args)
+        log.warning("%s %s", format_address(self.client_address), format % args)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Hello-world HTTPS server that requires a client certificate.")
+    parser = argparse.ArgumentParser(
+        description="Hello-world HTTPS server that requires a client certificate.",
+        epilog="kill -HUP <pid> reloads the certificate, key and trusted client certificates.")
     parser.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
                         help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=4443, help="port (default: %(default)s)")
@@ -105,45 +113,53 @@ def trusted_paths(args: argparse.Namespace) -> List[Path]:
     return [p for p in defaults if p.exists()] or defaults[:1]
 
 
-def fail(message: str) -> int:
-    print(f"webserver: error: {message}", file=sys.stderr)
-    return 2
+class ConfigError(Exception):
+    """A file the server needs is missing or broken; the message names it and the fix."""
+
+
+def load_tls(args: argparse.Namespace) -> Tuple[ssl.SSLContext, TrustedSet]:
+    """Read identity and trusted set from disk: at start-up, and again on every reload."""
+    for path in (args.tls_cert, args.tls_key):
+        if not path.is_file():
+            raise ConfigError(f"missing {path}; run ./bootstrap.sh first to create the identities")
+    try:
+        trusted = load_trusted_set(trusted_paths(args))
+        return server_context(args.tls_cert, args.tls_key, trusted), trusted
+    except TrustError as exc:
+        raise ConfigError(f"{exc}; run ./bootstrap.sh first to create the identities") from None
+    except ssl.SSLError as exc:
+        raise ConfigError(f"cannot load the TLS identity ({exc.reason or exc}); check the "
+                          "certificate matches the key, or re-run ./bootstrap.sh --force") from None
+
+
+def listen(args: argparse.Namespace, context: ssl.SSLContext, trusted: TrustedSet) -> MutualTLSServer:
+    try:
+        return MutualTLSServer((args.bind, args.port), HelloHandler, context, trusted,
+                               args.handshake_timeout, args.idle_timeout)
+    except OSError as exc:
+        hint = "; is another server running? choose another --port" if exc.errno == errno.EADDRINUSE else ""
+        raise ConfigError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}{hint}") from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    for path in (args.tls_cert, args.tls_key):
-        if not path.is_file():
-            return fail(f"missing {path}; run ./bootstrap.sh first to create the identities")
     try:
-        trusted = load_trusted_set(trusted_paths(args))
-        context = server_context(args.tls_cert, args.tls_key, trusted)
-    except TrustError as exc:
-        return fail(f"{exc}; run ./bootstrap.sh first to create the identities")
-    except ssl.SSLError as exc:
-        return fail(f"cannot load the TLS identity ({exc.reason or exc}); "
-                    "check the certificate matches the key, or re-run ./bootstrap.sh --force")
-    try:
-        server = MutualTLSServer((args.bind, args.port), HelloHandler, context, trusted,
-                                 args.handshake_timeout, args.idle_timeout)
-    except OSError as exc:
-        return fail(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}"
-                    + ("; is another server running? choose another --port" if exc.errno == errno.EADDRINUSE else ""))
-
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        context, trusted = load_tls(args)
+        server = listen(args, context, trusted)
+    except ConfigError as exc:
+        print(f"webserver: error: {exc}", file=sys.stderr)
+        return 2
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else ("localhost" if host == "127.0.0.1" else host)
 
     def announce() -> None:
-        logging.getLogger("mtls").info("serving https://%s:%d/ (pid %d), trusting %d client "
-                                       "certificate(s); Ctrl-C to stop", shown, port,
-                                       os.getpid(), len(trusted))
+        log.info("serving https://%s:%d/ (pid %d), trusting %d client certificate(s); "
+                 "Ctrl-C stops, kill -HUP %d reloads", shown, port, os.getpid(), len(trusted),
+                 os.getpid())
 
-    serve_until_signalled(server, stop, announce)
-    logging.getLogger("mtls").info("stopped")
+    serve_until_stopped(server, lambda: load_tls(args), announce)
+    log.info("stopped")
     return 0
 
 

@@ -251,7 +251,7 @@ class RunsTheWayUsersRunIt(unittest.TestCase):
 
     def test_cd_server_and_run_uses_the_files_next_to_the_script(self):
         ids = make_identities(self)
-        for module in ("webserver.py", "tls_server.py", "trust.py"):
+        for module in ("webserver.py", "tls_server.py", "trust.py", "lifecycle.py", "whoami.py"):
             shutil.copy2(ROOT / "server" / module, ids.project / "server" / module)
         proc = subprocess.Popen([sys.executable, "-W", "error", "webserver.py", "--port", "0"],
                                 cwd=ids.project / "server", stdout=subprocess.PIPE,

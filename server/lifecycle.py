@@ -1,0 +1,68 @@
+"""Signals drive the server's life: SIGHUP reloads identity and trust, SIGINT/SIGTERM stop it.
+
+Signal handlers only record what was asked; the main thread does the work, so a reload never runs
+in the middle of another one and a stop waits for nothing but the accept loop and in-flight requests.
+"""
+
+import logging
+import signal
+import threading
+from typing import Callable, Tuple
+
+log = logging.getLogger("mtls")
+
+
+class Lifecycle:
+    """What the signals asked for, waited on by the main thread."""
+
+    def __init__(self):
+        self.wake = threading.Event()
+        self.stop_requested = False
+        self.reload_requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            signal.signal(signal.SIGHUP, self._reload)
+
+    def _stop(self, signum, frame) -> None:
+        self.stop_requested = True
+        self.wake.set()
+
+    def _reload(self, signum, frame) -> None:
+        self.reload_requested = True
+        self.wake.set()
+
+
+def reload(server, load: Callable[[], Tuple[object, object]]) -> None:
+    """Build a new context and trusted set; on any failure keep serving with the old ones."""
+    try:
+        context, trusted = load()
+    except Exception as exc:  # noqa: BLE001 - a broken file must never take the server down
+        log.error("reload failed, keeping the previous configuration: %s", exc)
+        return
+    server.replace_trust(context, trusted)
+    log.info("reloaded: trusting %d client certificate(s); new connections use them", len(trusted))
+
+
+def serve_until_stopped(server, load: Callable[[], Tuple[object, object]],
+                        on_ready: Callable[[], None] = lambda: None) -> None:
+    """Run the accept loop in a thread; reload on SIGHUP; on SIGINT/SIGTERM drain and close."""
+    life = Lifecycle()
+    life.install()
+    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                            name="accept-loop", daemon=True)
+    loop.start()
+    on_ready()
+    while not life.stop_requested:
+        # A timeout keeps the loop responsive even where a signal cannot interrupt the wait.
+        life.wake.wait(0.5)
+        life.wake.clear()
+        if life.reload_requested:
+            life.reload_requested = False
+            reload(server, load)
+    server.shutdown()
+    loop.join()
+    server.drain()
+    server.server_close()
