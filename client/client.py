@@ -5,6 +5,7 @@
 
 import argparse
 import http.client
+import re
 import socket
 import ssl
 import sys
@@ -13,6 +14,7 @@ from typing import List, Optional
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
+IDENTITY_NAME = re.compile(r"[a-z0-9._-]{1,64}")  # as ./bootstrap.sh add-client accepts them
 
 
 def client_context(cacert: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -39,11 +41,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Fetch a URL over mutual TLS and print the body.")
     parser.add_argument("url", nargs="?", default="https://localhost:4443/",
                         help="URL to fetch (default: %(default)s)")
-    parser.add_argument("--cacert", type=Path, default=HERE / "server-cert.pem", metavar="PATH",
+    parser.add_argument("--identity", metavar="NAME",
+                        help="use client/NAME/ (made by ./bootstrap.sh add-client NAME) "
+                             "instead of the default identity in client/")
+    parser.add_argument("--cacert", type=Path, metavar="PATH",
                         help="the server certificate we trust (default: client/server-cert.pem)")
-    parser.add_argument("--cert", type=Path, default=HERE / "client-cert.pem", metavar="PATH",
+    parser.add_argument("--cert", type=Path, metavar="PATH",
                         help="our client certificate (default: client/client-cert.pem)")
-    parser.add_argument("--key", type=Path, default=HERE / "client-key.pem", metavar="PATH",
+    parser.add_argument("--key", type=Path, metavar="PATH",
                         help="our private key (default: client/client-key.pem)")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                         help="connect and read timeout (default: %(default)s)")
@@ -61,10 +66,20 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         parser.error(f"URL port must be a number from 1 to 65535, got {args.url!r}")
     if not 0 < args.timeout <= 86400:  # sockets raise ValueError/OverflowError outside this
         parser.error(f"--timeout must be more than 0 and at most 86400 seconds, got {args.timeout:g}")
+    if args.identity is not None and (not IDENTITY_NAME.fullmatch(args.identity)
+                                      or args.identity in (".", "..")):
+        parser.error(f"--identity takes a name made by ./bootstrap.sh add-client, got {args.identity!r}")
+    folder = HERE / args.identity if args.identity else HERE
+    args.cacert = args.cacert or folder / "server-cert.pem"
+    args.cert = args.cert or folder / "client-cert.pem"
+    args.key = args.key or folder / "client-key.pem"
     return args
 
 
 def load_context(args: argparse.Namespace) -> ssl.SSLContext:
+    if args.identity and not (HERE / args.identity).is_dir():
+        raise ClientError(f"no identity {args.identity!r} in {HERE / args.identity}; create it with "
+                          f"./bootstrap.sh add-client {args.identity}", 2)
     for path in (args.cacert, args.cert, args.key):
         if not path.is_file():
             raise ClientError(f"missing {path}; run ./bootstrap.sh first to create the identities", 2)
@@ -143,7 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         context = load_context(args)
         if args.verbose:
-            print(f"* client certificate: {args.cert}", file=sys.stderr)
+            print(f"* identity: {args.identity or 'client (default)'}, certificate {args.cert}",
+                  file=sys.stderr)
         body = fetch(args.url, context, args.timeout, args.verbose)
     except ClientError as exc:
         print(f"client: error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -221,6 +222,49 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def install_code(ids: Identities) -> None:
+    """Copy the server and client programs into the project, so they run on its default files."""
+    for side in ("server", "client"):
+        for module in (ROOT / side).glob("*.py"):
+            shutil.copy2(module, ids.project / side / module.name)
+
+
+def start_project_server(owner, ids: Identities, *extra: str) -> ServerProcess:
+    """`cd server && python3 webserver.py` in the project: default paths, as a user runs it."""
+    install_code(ids)
+    proc = subprocess.Popen([sys.executable, "-W", "error", "webserver.py", "--port", "0", *extra],
+                            cwd=ids.project / "server", stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    server = ServerProcess.adopt(proc)
+
+    def stop_and_check() -> None:
+        code = server.stop()
+        if code != 0 or "Traceback" in server.output():
+            raise AssertionError(f"server exited {code}:\n{server.output()}")
+
+    (owner.addClassCleanup if isinstance(owner, type) else owner.addCleanup)(stop_and_check)
+    return server
+
+
+def run_project_client(ids: Identities, port: int, *args: str, path: str = "/") -> subprocess.CompletedProcess:
+    """The project's own copy of client.py on its default files (install_code first)."""
+    return run([sys.executable, "-W", "error", str(ids.project / "client" / "client.py"), *args,
+                f"https://localhost:{port}{path}"])
+
+
+def reload_server(server: ServerProcess) -> None:
+    """kill -HUP the server and wait for its log to say how the reload went."""
+    done = len([line for line in server.log if "reload" in line])
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if len([line for line in server.log if "reload" in line]) > done:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no reload line in the log:\n" + server.output())
+
+
 __all__ = ["Identities", "ServerProcess", "make_identities", "start_server", "run", "curl",
            "run_client", "stream_peer", "raw_connection", "pid_alive", "require_tool",
-           "signal", "ROOT", "CLIENT", "WEBSERVER"]
+           "signal", "ROOT", "CLIENT", "WEBSERVER", "install_code", "start_project_server",
+           "run_project_client", "reload_server"]
