@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from lifecycle import serve_until_stopped
 from tls_server import MutualTLSServer, Peer, format_address
 from trust import TrustedSet, TrustError, load_trusted_set
-from whoami import whoami_json
+from whoami import whoami_response
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("mtls")
@@ -36,13 +36,13 @@ def server_context(cert: Path, key: Path, trusted: TrustedSet) -> ssl.SSLContext
     return context
 
 
-def answer(method: str, path: str, peer: Peer) -> Tuple[int, str, bytes]:
-    """The whole application: status, content type and body for a request from a verified peer."""
+def answer(path: str, peer: Peer, accept: str = "") -> Tuple[int, str, bytes]:
+    """The whole application: status, content type and body for a GET from a verified peer."""
     route = urlsplit(path).path
     if route == "/":
         return 200, "text/plain", b"Hello world!"
     if route == "/whoami":
-        return 200, "application/json", whoami_json(peer)
+        return whoami_response(peer, accept)
     return 404, "text/plain", b"Not found\n"
 
 
@@ -66,7 +66,7 @@ class HelloHandler(BaseHTTPRequestHandler):
         self.respond(send_body=False)
 
     def respond(self, send_body: bool) -> None:
-        status, content_type, body = answer(self.command, self.path, self.peer)
+        status, content_type, body = answer(self.path, self.peer, self.headers.get("Accept", ""))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

@@ -1,6 +1,7 @@
 """`GET /whoami`: the verified client identity, as JSON for programs."""
 
 import json
+from typing import Tuple
 
 from tls_server import Peer
 
@@ -16,5 +17,6 @@ def whoami(peer: Peer) -> dict:
     }
 
 
-def whoami_json(peer: Peer) -> bytes:
-    return (json.dumps(whoami(peer), indent=2) + "\n").encode()
+def whoami_response(peer: Peer, accept: str) -> Tuple[int, str, bytes]:
+    """JSON for programs (the default)."""
+    return 200, "application/json", (json.dumps(whoami(peer), indent=2) + "\n").encode()
