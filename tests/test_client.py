@@ -11,8 +11,10 @@ import importlib.util
 import io
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import threading
 import unittest
 import warnings
 from pathlib import Path
@@ -169,6 +171,56 @@ class AgainstTrustedServer(ClientTestCase):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertEqual(result.stdout, "")
         self.assertOneLineError(result.stderr, "404", "/nope")
+
+
+class ResettingServer:
+    """A TLS server that completes the handshake (client certificate required), then resets
+    the connection, like servers that do not preserve their alert; one connection, bounded."""
+
+    def __init__(self, testcase: unittest.TestCase, ids):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(ids.server_cert, ids.server_key)
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.context.load_verify_locations(cafile=str(ids.trusted))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve_one, daemon=True)
+        self.thread.start()
+        testcase.addCleanup(self.close)
+
+    def serve_one(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                with self.context.wrap_socket(conn, server_side=True) as tls:
+                    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    tls.recv(1)  # the request has arrived: now reset instead of answering
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "resetting server thread still running"
+
+
+class ServerThatResets(ClientTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ids = make_identities(class_scope(cls))
+
+    def test_reset_after_handshake_is_one_line_exit_1(self):
+        server = ResettingServer(self, self.ids)
+        code, out, err = call_main([*self.ids.client_args(), f"https://localhost:{server.port}/"])
+        self.assertEqual(code, 1, err)
+        self.assertEqual(out, "")
+        self.assertOneLineError(err, "connection closed before any answer")
 
 
 class HostName(ClientTestCase):
