@@ -140,6 +140,9 @@ def fetch(url: str, context: ssl.SSLContext, timeout: float, verbose: bool) -> b
             raise rejected(f"connection closed before any answer: {exc}") from None
         except socket.timeout:
             raise ClientError(f"the server at {host}:{port} did not answer within {timeout:g}s") from None
+        except http.client.HTTPException as exc:  # a TLS peer that is not an HTTP/1.x server
+            raise ClientError(f"the server at {host}:{port} did not answer in HTTP "
+                              f"({type(exc).__name__}: {str(exc).strip()!r:.60}); is this the right port?") from None
     finally:
         conn.close()
     if response.status != 200:
