@@ -173,15 +173,16 @@ class AgainstTrustedServer(ClientTestCase):
         self.assertOneLineError(result.stderr, "404", "/nope")
 
 
-class ResettingServer:
-    """A TLS server that completes the handshake (client certificate required), then resets
-    the connection, like servers that do not preserve their alert; one connection, bounded."""
+class OneShotTLSServer:
+    """A TLS server for one connection (client certificate required) that reads the request,
+    then misbehaves as `answer(tls)` says, the way servers other than ours might."""
 
-    def __init__(self, testcase: unittest.TestCase, ids):
+    def __init__(self, testcase: unittest.TestCase, ids, answer):
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(ids.server_cert, ids.server_key)
         self.context.verify_mode = ssl.CERT_REQUIRED
         self.context.load_verify_locations(cafile=str(ids.trusted))
+        self.answer = answer
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(10)
         self.port = self.listener.getsockname()[1]
@@ -198,29 +199,47 @@ class ResettingServer:
             conn.settimeout(10)
             try:
                 with self.context.wrap_socket(conn, server_side=True) as tls:
-                    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    tls.recv(1)  # the request has arrived: now reset instead of answering
+                    tls.recv(4096)  # the request
+                    self.answer(tls)
             except OSError:
                 pass
 
     def close(self) -> None:
         self.listener.close()
         self.thread.join(15)
-        assert not self.thread.is_alive(), "resetting server thread still running"
+        assert not self.thread.is_alive(), "one-shot TLS server thread still running"
 
 
-class ServerThatResets(ClientTestCase):
+def reset(tls: ssl.SSLSocket) -> None:
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def not_http(tls: ssl.SSLSocket) -> None:
+    tls.sendall(b"SSH-2.0-not-http\r\n")
+    tls.unwrap()
+
+
+class OtherServers(ClientTestCase):
 
     @classmethod
     def setUpClass(cls):
         cls.ids = make_identities(class_scope(cls))
 
+    def fetch_from(self, answer) -> Tuple[int, str, str]:
+        server = OneShotTLSServer(self, self.ids, answer)
+        return call_main([*self.ids.client_args(), f"https://localhost:{server.port}/"])
+
     def test_reset_after_handshake_is_one_line_exit_1(self):
-        server = ResettingServer(self, self.ids)
-        code, out, err = call_main([*self.ids.client_args(), f"https://localhost:{server.port}/"])
+        code, out, err = self.fetch_from(reset)
         self.assertEqual(code, 1, err)
         self.assertEqual(out, "")
         self.assertOneLineError(err, "connection closed before any answer")
+
+    def test_answer_that_is_not_http_is_one_line_exit_1(self):
+        code, out, err = self.fetch_from(not_http)
+        self.assertEqual(code, 1, err)
+        self.assertEqual(out, "")
+        self.assertOneLineError(err, "did not answer in HTTP")
 
 
 class HostName(ClientTestCase):
