@@ -48,11 +48,10 @@ def reload(server, load: Callable[[], Tuple[object, object]]) -> None:
 
 def serve_until_stopped(server, load: Callable[[], Tuple[object, object]],
                         on_ready: Callable[[], None] = lambda: None) -> None:
-    """Run the accept loop in a thread; reload on SIGHUP; on SIGINT/SIGTERM drain and close."""
+    """Run the event loop in a thread; reload on SIGHUP; on SIGINT/SIGTERM drain and close."""
     life = Lifecycle()
     life.install()
-    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                            name="accept-loop", daemon=True)
+    loop = threading.Thread(target=server.serve_forever, name="event-loop", daemon=True)
     loop.start()
     on_ready()
     while not life.stop_requested:
@@ -62,7 +61,6 @@ def serve_until_stopped(server, load: Callable[[], Tuple[object, object]],
         if life.reload_requested:
             life.reload_requested = False
             reload(server, load)
-    server.shutdown()
+    server.shutdown()  # stops accepting, lets requests in flight finish, bounded
     loop.join()
-    server.drain()
     server.server_close()

@@ -9,13 +9,13 @@ import logging
 import os
 import ssl
 import sys
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from lifecycle import serve_until_stopped
-from tls_server import MutualTLSServer, Peer, format_address
+from engine import MutualTLSServer
+from peer import Peer
 from trust import TrustedSet, TrustError, load_trusted_set
 from whoami import whoami_response
 
@@ -46,44 +46,6 @@ def answer(path: str, peer: Peer, accept: str = "") -> Tuple[int, str, bytes]:
     return 404, "text/plain", b"Not found\n"
 
 
-class HelloHandler(BaseHTTPRequestHandler):
-    """http.server glue: GET and HEAD go to answer(); it never serves files from disk."""
-
-    protocol_version = "HTTP/1.1"  # keep-alive: several requests on one authenticated connection
-    server_version = "mtls-demo"
-
-    def version_string(self) -> str:
-        return self.server_version  # no Python version in the Server header
-
-    def setup(self) -> None:
-        super().setup()
-        self.peer = Peer(self.connection)  # verified during the handshake, before any HTTP byte
-
-    def do_GET(self) -> None:
-        self.respond(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self.respond(send_body=False)
-
-    def respond(self, send_body: bool) -> None:
-        status, content_type, body = answer(self.path, self.peer, self.headers.get("Accept", ""))
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def log_request(self, code="-", size="-") -> None:
-        log.info('%s CN=%s "%s" %s', format_address(self.client_address), self.peer.cn,
-                 self.requestline, code)
-
-    def log_message(self, format: str, *args) -> None:
-        log.warning("%s %s", format_address(self.client_address), format % args)
-
-
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Hello-world HTTPS server that requires a client certificate.",
@@ -102,6 +64,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="drop peers that have not finished the TLS handshake (default: %(default)s)")
     parser.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="close keep-alive connections idle this long (default: %(default)s)")
+    parser.add_argument("--max-connections", type=int, default=512, metavar="N",
+                        help="connections handled at once; more wait in the listen backlog "
+                             "(default: %(default)s)")
+    parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="on SIGTERM, how long requests in flight may take to finish "
+                             "(default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -134,8 +102,11 @@ def load_tls(args: argparse.Namespace) -> Tuple[ssl.SSLContext, TrustedSet]:
 
 def listen(args: argparse.Namespace, context: ssl.SSLContext, trusted: TrustedSet) -> MutualTLSServer:
     try:
-        return MutualTLSServer((args.bind, args.port), HelloHandler, context, trusted,
-                               args.handshake_timeout, args.idle_timeout)
+        return MutualTLSServer((args.bind, args.port), answer, context, trusted,
+                               handshake_timeout=args.handshake_timeout,
+                               idle_timeout=args.idle_timeout,
+                               max_connections=args.max_connections,
+                               drain_timeout=args.drain_timeout)
     except OSError as exc:
         hint = "; is another server running? choose another --port" if exc.errno == errno.EADDRINUSE else ""
         raise ConfigError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}{hint}") from None

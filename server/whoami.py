@@ -5,7 +5,7 @@ import json
 import re
 from typing import Dict, List, Optional, Tuple
 
-from tls_server import Peer
+from peer import Peer
 
 JSON = "application/json"
 HTML = "text/html"

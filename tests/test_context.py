@@ -10,7 +10,7 @@ import unittest
 
 from tests.harness import CLIENT, ROOT, make_identities
 
-sys.path.insert(0, str(ROOT / "server"))  # webserver.py imports tls_server and trust as top-level modules
+sys.path.insert(0, str(ROOT / "server"))  # webserver.py imports its sibling modules (engine, trust...) as top-level modules
 import webserver  # noqa: E402
 from trust import TrustError, load_trusted_set  # noqa: E402
 

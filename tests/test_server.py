@@ -1,9 +1,7 @@
 """The server against real peers: curl, openssl s_client, gnutls-cli, raw sockets, signals."""
 
 import http.client
-import os
 import random
-import shutil
 import signal
 import socket
 import ssl
@@ -11,8 +9,8 @@ import subprocess
 import sys
 import unittest
 
-from tests.harness import (ROOT, WEBSERVER, ServerProcess, curl, make_identities, raw_connection,
-                           require_tool, run, start_server, stream_peer)
+from tests.harness import (WEBSERVER, ServerProcess, curl, make_identities, raw_connection,
+                           require_tool, run, start_project_server, start_server, stream_peer)
 
 REQUEST_AND_CLOSE = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
@@ -251,13 +249,7 @@ class RunsTheWayUsersRunIt(unittest.TestCase):
 
     def test_cd_server_and_run_uses_the_files_next_to_the_script(self):
         ids = make_identities(self)
-        for module in ("webserver.py", "tls_server.py", "trust.py", "lifecycle.py", "whoami.py"):
-            shutil.copy2(ROOT / "server" / module, ids.project / "server" / module)
-        proc = subprocess.Popen([sys.executable, "-W", "error", "webserver.py", "--port", "0"],
-                                cwd=ids.project / "server", stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
-        server = ServerProcess.adopt(proc)
-        self.addCleanup(server.stop)
+        server = start_project_server(self, ids)
         result = curl(self, ids, server.port)
         self.assertEqual((result.returncode, result.stdout), (0, "Hello world!"), result.stderr)
 

@@ -1,0 +1,521 @@
+"""The connection engine behind webserver.py: one event loop, a small pool for TLS handshakes.
+
+Why it is built this way (each point is a mistake the usual tutorial server makes):
+- The listening socket stays plain TCP. Wrapping it in TLS makes accept() do the handshake, and one
+  silent client then stalls everyone. Here a new connection costs a socket and a small object until
+  its bytes arrive, so hundreds of silent peers hold no thread and block no one.
+- Handshakes, the only heavy work (public-key crypto), run in a few worker threads; OpenSSL
+  releases the GIL meanwhile, so they use every core. Every other step is quick, non-blocking, and
+  runs on the event loop.
+- Every state has a deadline: handshake, request head, idle keep-alive, lingering close.
+- A refused peer must receive the alert that says why. Closing a socket whose receive buffer still
+  holds unread bytes makes the kernel send a reset that can destroy that alert, so refusals send
+  FIN, read until the peer closes (bounded), then close.
+- Every TLS connection ends with close_notify, so clients can tell a complete response from a
+  truncated one.
+- After the handshake the peer is pinned by the SHA-256 of its exact certificate (see trust.py).
+- At most max_connections are open; beyond that new ones wait in the kernel's listen backlog.
+"""
+
+import logging
+import os
+import queue
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from typing import Callable, Optional, Tuple
+
+from http11 import BadRequest, parse_head, response, split_head
+from peer import Peer
+from trust import TrustedSet, fingerprint
+
+log = logging.getLogger("mtls")
+
+App = Callable[[str, Peer, str], Tuple[int, str, bytes]]
+
+TLS_HANDSHAKE_RECORD = 0x16
+LINGER_SECONDS = 1.0
+TICK_SECONDS = 0.1
+ACCEPT_BURST = 64
+READ_SIZE = 65536
+
+PLAIN_HTTP_ANSWER = response(
+    400, "text/plain",
+    b"This port speaks HTTPS and requires a client certificate: use https:// URLs\n",
+    keep_alive=False)
+
+# OpenSSL reason codes, as ssl.SSLError.reason carries them, in the words an operator needs.
+HANDSHAKE_REASONS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate",
+    "UNSUPPORTED_PROTOCOL": "client offered only TLS versions older than 1.2",
+    "VERSION_TOO_LOW": "client offered only TLS versions older than 1.2",
+    "NO_PROTOCOLS_AVAILABLE": "no TLS version in common",
+    "NO_SHARED_CIPHER": "no cipher suite in common",
+    "WRONG_VERSION_NUMBER": "not a TLS handshake (wrong version number)",
+    "HTTP_REQUEST": "plain HTTP sent to the HTTPS port",
+    "UNEXPECTED_EOF_WHILE_READING": "client closed the connection during the handshake",
+}
+
+# What a connection is doing; the event loop dispatches on it.
+FRESH, HANDSHAKE, OPEN, WRITING, LINGER = "fresh", "handshake", "open", "writing", "linger"
+# What a handshake step asks the loop to do next.
+WAIT_READ, WAIT_WRITE, SERVE, REFUSE, CLOSE = "wait-read", "wait-write", "serve", "refuse", "close"
+
+
+def describe_handshake_error(exc: BaseException) -> str:
+    """One short phrase saying why a handshake failed, for the log line a peer causes."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"client certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "reason", None) or ""
+        if reason in HANDSHAKE_REASONS:
+            return HANDSHAKE_REASONS[reason]
+        if "ALERT_" in reason:
+            # The peer refused us, e.g. it does not trust the server certificate.
+            return "client sent alert: " + reason.split("ALERT_", 1)[1].lower().replace("_", " ")
+        if isinstance(exc, ssl.SSLEOFError):
+            return "client closed the connection during the handshake"
+        return (reason or str(exc)).lower().replace("_", " ")
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by client"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def format_address(address) -> str:
+    """host:port for IPv4, [host]:port for IPv6, as access logs write peers."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Connection:
+    """One client connection; owned by the event loop, or by one handshake worker at a time."""
+
+    __slots__ = ("sock", "name", "state", "deadline", "inbuf", "outbuf", "skip", "peer",
+                 "context", "trusted", "closing", "events", "next_step")
+
+    def __init__(self, sock: socket.socket, name: str, deadline: float):
+        self.sock = sock
+        self.name = name
+        self.state = FRESH
+        self.deadline = deadline
+        self.inbuf = bytearray()
+        self.outbuf = b""
+        self.skip = 0            # bytes of an ignored request body still to discard
+        self.peer: Optional[Peer] = None
+        self.context: Optional[ssl.SSLContext] = None
+        self.trusted: Optional[TrustedSet] = None
+        self.closing = False     # close (with close_notify) once outbuf is sent
+        self.events = 0          # what the selector watches for; 0 = not registered
+        self.next_step = ""
+
+
+class MutualTLSServer:
+    """HTTPS with mandatory client certificates: accept, handshake, pin, serve `app`, close cleanly."""
+
+    def __init__(self, address: Tuple[str, int], app: App, context: ssl.SSLContext,
+                 trusted: TrustedSet, handshake_timeout: float = 5.0, idle_timeout: float = 30.0,
+                 max_connections: int = 512, workers: int = 0, drain_timeout: float = 10.0):
+        self.app = app
+        self.context, self.trusted = context, trusted
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.drain_timeout = drain_timeout
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.listener = socket.create_server(address, family=family, backlog=128)
+        self.listener.setblocking(False)
+        self.server_address = self.listener.getsockname()
+        self.selector = selectors.DefaultSelector()
+        self.wake_reader, self.wake_writer = socket.socketpair()
+        self.wake_reader.setblocking(False)
+        self.wake_writer.setblocking(False)
+        self.conns = set()
+        self.accepting = False
+        self.accept_pause_until = 0.0
+        self.stop_requested = False
+        self.draining = False
+        self.drain_deadline = 0.0
+        self.stopped = threading.Event()
+        self.handed_back: "deque[Connection]" = deque()  # appended by workers, read by the loop
+        self.jobs: "queue.SimpleQueue[Optional[Connection]]" = queue.SimpleQueue()
+        count = workers or min(8, max(2, os.cpu_count() or 2))
+        self.workers = [threading.Thread(target=self._handshake_worker, name=f"handshake-{i}",
+                                         daemon=True) for i in range(count)]
+        for worker in self.workers:
+            worker.start()
+
+    # -- public controls ---------------------------------------------------------------------------
+
+    def replace_trust(self, context: ssl.SSLContext, trusted: TrustedSet) -> None:
+        """Swap in a new context and trusted set; connections already open keep theirs."""
+        self.context, self.trusted = context, trusted
+
+    def serve_forever(self) -> None:
+        """Run the event loop until shutdown() has drained the connections."""
+        self.selector.register(self.wake_reader, selectors.EVENT_READ, None)
+        self._resume_accepting()
+        try:
+            while not self._finished():
+                for key, _ in self.selector.select(TICK_SECONDS):
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    elif key.data is None:
+                        self._take_back()
+                    else:
+                        self._on_ready(key.data)
+                self._take_back()
+                self._expire(time.monotonic())
+        finally:
+            for conn in list(self.conns):
+                self._close_now(conn)
+            self.stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop accepting, let requests in flight finish (up to drain_timeout), then return."""
+        self.stop_requested = True
+        self._wake()
+        self.stopped.wait(self.drain_timeout + 5)
+
+    def server_close(self) -> None:
+        for _ in self.workers:
+            self.jobs.put(None)
+        for worker in self.workers:
+            worker.join(2)
+        self.listener.close()
+        self.selector.close()
+        self.wake_reader.close()
+        self.wake_writer.close()
+
+    # -- the event loop ----------------------------------------------------------------------------
+
+    def _finished(self) -> bool:
+        if self.stop_requested and not self.draining:
+            self._begin_drain()
+        return self.draining and (not self.conns or time.monotonic() >= self.drain_deadline)
+
+    def _begin_drain(self) -> None:
+        self.draining = True
+        self.drain_deadline = time.monotonic() + self.drain_timeout
+        self._pause_accepting()
+        self.listener.close()
+        busy = 0
+        for conn in list(self.conns):
+            if conn.state == FRESH:
+                self._close_now(conn)
+            elif conn.state == OPEN and not conn.inbuf:
+                self._close_tls(conn)  # idle keep-alive: nothing in flight
+            elif conn.state != LINGER:
+                busy += 1
+        log.info("stopping: finishing %d connection(s) in flight (up to %gs)", busy, self.drain_timeout)
+
+    def _on_ready(self, conn: Connection) -> None:
+        if conn.state == FRESH:
+            self._start_tls(conn)
+        elif conn.state == HANDSHAKE:
+            self._submit(conn)
+        elif conn.state == OPEN:
+            self._read_requests(conn)
+        elif conn.state == WRITING:
+            self._flush(conn)
+        elif conn.state == LINGER:
+            self._linger_read(conn)
+
+    def _accept(self) -> None:
+        now = time.monotonic()
+        for _ in range(ACCEPT_BURST):
+            try:
+                sock, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: back off instead of spinning
+                log.error("accept failed: %s; pausing accepts for a second", exc.strerror or exc)
+                self._pause_accepting(now + 1.0)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock, format_address(address), now + self.handshake_timeout)
+            self.conns.add(conn)
+            self._watch(conn, selectors.EVENT_READ)
+            if len(self.conns) >= self.max_connections:
+                self._pause_accepting()  # the rest wait in the listen backlog
+                return
+
+    def _pause_accepting(self, until: float = 0.0) -> None:
+        if self.accepting:
+            self.selector.unregister(self.listener)
+            self.accepting = False
+        self.accept_pause_until = until
+
+    def _resume_accepting(self) -> None:
+        if not self.accepting and not self.draining:
+            self.selector.register(self.listener, selectors.EVENT_READ, None)
+            self.accepting = True
+
+    def _expire(self, now: float) -> None:
+        """Enforce deadlines, and accept again once there is room."""
+        for conn in [c for c in self.conns if now >= c.deadline and c.events]:
+            if conn.state in (FRESH, HANDSHAKE):
+                log.warning("%s handshake failed: timed out after %gs", conn.name,
+                            self.handshake_timeout)
+                self._close_now(conn)
+            elif conn.state == OPEN and conn.inbuf:
+                log.warning("%s request timed out: incomplete request head", conn.name)
+                self._close_tls(conn)
+            elif conn.state == OPEN:
+                self._close_tls(conn)  # idle keep-alive connection: a normal end
+            elif conn.state == WRITING:
+                log.warning("%s connection error: client stopped reading the response", conn.name)
+                self._close_now(conn)
+            else:
+                self._close_now(conn)
+        if (not self.accepting and not self.draining and now >= self.accept_pause_until
+                and len(self.conns) < self.max_connections):
+            self._resume_accepting()
+
+    # -- selector bookkeeping ----------------------------------------------------------------------
+
+    def _watch(self, conn: Connection, events: int) -> None:
+        if conn.events == events:
+            return
+        if conn.events:
+            self.selector.modify(conn.sock, events, conn)
+        else:
+            self.selector.register(conn.sock, events, conn)
+        conn.events = events
+
+    def _unwatch(self, conn: Connection) -> None:
+        if conn.events:
+            self.selector.unregister(conn.sock)
+            conn.events = 0
+
+    def _close_now(self, conn: Connection) -> None:
+        self._unwatch(conn)
+        conn.sock.close()
+        self.conns.discard(conn)
+
+    # -- TLS: classify, handshake in the pool, refuse or serve -------------------------------------
+
+    def _start_tls(self, conn: Connection) -> None:
+        """Peek at the first byte: TLS goes to the handshake pool, plain HTTP gets a readable 400."""
+        try:
+            first = conn.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.warning("%s handshake failed: %s", conn.name, describe_handshake_error(exc))
+            self._close_now(conn)
+            return
+        if not first:
+            log.info("%s closed before sending anything", conn.name)
+            self._close_now(conn)
+            return
+        if first[0] != TLS_HANDSHAKE_RECORD and first.isalpha():
+            log.warning("%s refused: plain HTTP sent to the HTTPS port", conn.name)
+            try:
+                conn.sock.send(PLAIN_HTTP_ANSWER)
+            except OSError:
+                pass
+            self._linger(conn)
+            return
+        # Read the context once: a reload swaps self.context, this connection keeps what it began with.
+        conn.context, conn.trusted = self.context, self.trusted
+        self._unwatch(conn)  # before wrapping: wrap_socket detaches the plain socket object
+        conn.sock = conn.context.wrap_socket(conn.sock, server_side=True,
+                                             do_handshake_on_connect=False)
+        conn.state = HANDSHAKE
+        self._submit(conn)
+
+    def _submit(self, conn: Connection) -> None:
+        self._unwatch(conn)
+        self.jobs.put(conn)
+
+    def _handshake_worker(self) -> None:
+        while True:
+            conn = self.jobs.get()
+            if conn is None:
+                return
+            try:
+                conn.next_step = self._handshake_step(conn)
+            except Exception:  # noqa: BLE001 - our bug: keep the traceback, drop the connection
+                log.exception("%s internal error during the handshake", conn.name)
+                conn.next_step = REFUSE
+            self.handed_back.append(conn)
+            self._wake()
+
+    def _handshake_step(self, conn: Connection) -> str:
+        """Advance one handshake as far as the bytes received allow (runs in a worker thread)."""
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return WAIT_READ
+        except ssl.SSLWantWriteError:
+            return WAIT_WRITE
+        except (OSError, ValueError) as exc:
+            log.warning("%s handshake failed: %s", conn.name, describe_handshake_error(exc))
+            return REFUSE
+        der = conn.sock.getpeercert(binary_form=True)
+        if fingerprint(der) not in conn.trusted:
+            log.warning("%s refused: certificate %s is not in the trusted set (signed by a trusted "
+                        "certificate, but only exact certificates are trusted)",
+                        conn.name, fingerprint(der)[:16])
+            return CLOSE
+        conn.peer = Peer(conn.sock)
+        return SERVE
+
+    def _take_back(self) -> None:
+        """Continue the connections the handshake workers have finished a step on."""
+        try:
+            while self.wake_reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self.handed_back:
+            conn = self.handed_back.popleft()
+            step = conn.next_step
+            if step == WAIT_READ:
+                self._watch(conn, selectors.EVENT_READ)
+            elif step == WAIT_WRITE:
+                self._watch(conn, selectors.EVENT_WRITE)
+            elif step == SERVE:
+                conn.state = OPEN
+                conn.deadline = time.monotonic() + self.idle_timeout
+                self._watch(conn, selectors.EVENT_READ)
+                self._read_requests(conn)  # the first request often arrives with the handshake
+            elif step == CLOSE:
+                self._close_tls(conn)
+            else:
+                self._linger(conn)
+
+    def _wake(self) -> None:
+        try:
+            self.wake_writer.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake (buffer full), or closing
+
+    # -- HTTP on a verified connection -------------------------------------------------------------
+
+    def _read_requests(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(READ_SIZE)
+            while data and conn.sock.pending():
+                data += conn.sock.recv(READ_SIZE)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
+            self._close_now(conn)
+            return
+        if not data:  # the client closed (close_notify or EOF): answer with ours
+            self._close_tls(conn)
+            return
+        if not conn.inbuf:
+            # Bytes of a new request: from now on the request head has a deadline of its own.
+            conn.deadline = time.monotonic() + self.handshake_timeout
+        conn.inbuf += data
+        self._serve_buffered(conn)
+
+    def _serve_buffered(self, conn: Connection) -> None:
+        """Answer every complete request in the buffer (pipelining allowed), in one send."""
+        out = []
+        while not conn.closing:
+            if conn.skip:
+                dropped = min(conn.skip, len(conn.inbuf))
+                del conn.inbuf[:dropped]
+                conn.skip -= dropped
+                if conn.skip:
+                    break
+            try:
+                head = split_head(conn.inbuf)
+                if head is None:
+                    break
+                request = parse_head(head)
+            except BadRequest as exc:
+                log.warning("%s CN=%s bad request: %s", conn.name, conn.peer.cn, exc)
+                out.append(response(exc.status, "text/plain", f"{exc}\n".encode(), False))
+                conn.closing = True
+                break
+            out.append(self._answer(conn, request))
+        if out:
+            conn.outbuf += b"".join(out)
+            self._flush(conn)
+
+    def _answer(self, conn: Connection, request) -> bytes:
+        keep_alive = request.keep_alive and not self.draining
+        if request.method in ("GET", "HEAD"):
+            try:
+                status, content_type, body = self.app(request.target, conn.peer, request.accept)
+            except Exception:  # noqa: BLE001 - our bug: log it whole, answer 500, keep serving
+                log.exception("%s internal error answering %s", conn.name, request.line)
+                status, content_type, body, keep_alive = 500, "text/plain", b"Internal error\n", False
+            conn.skip = request.body_length
+            extra = ()
+        else:
+            status, content_type, body, keep_alive = 501, "text/plain", b"Only GET and HEAD\n", False
+            extra = (("Allow", "GET, HEAD"),)
+        log.info('%s CN=%s "%s" %d', conn.name, conn.peer.cn, request.line, status)
+        conn.closing = not keep_alive
+        return response(status, content_type, body, keep_alive, request.method != "HEAD", extra)
+
+    def _flush(self, conn: Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.outbuf)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            sent = 0
+        except (OSError, ValueError) as exc:
+            log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
+            self._close_now(conn)
+            return
+        conn.outbuf = conn.outbuf[sent:]
+        if conn.outbuf:  # the client is slow to read: wait until the socket takes more
+            conn.state = WRITING
+            conn.deadline = time.monotonic() + self.idle_timeout
+            self._watch(conn, selectors.EVENT_WRITE)
+            return
+        if conn.closing or (self.draining and not conn.inbuf):
+            self._close_tls(conn)
+            return
+        conn.state = OPEN
+        self._watch(conn, selectors.EVENT_READ)
+        if conn.inbuf:
+            conn.deadline = time.monotonic() + self.handshake_timeout
+            self._serve_buffered(conn)
+        else:
+            conn.deadline = time.monotonic() + self.idle_timeout
+
+    # -- closing -----------------------------------------------------------------------------------
+
+    def _close_tls(self, conn: Connection) -> None:
+        """Send close_notify, then close without a reset."""
+        try:
+            conn.sock.unwrap()  # sends our close_notify; the peer's may come later or never
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, OSError, ValueError):
+            pass
+        self._linger(conn)
+
+    def _linger(self, conn: Connection) -> None:
+        """Send FIN, then read and discard until the peer closes or LINGER_SECONDS pass."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close_now(conn)
+            return
+        conn.state = LINGER
+        conn.deadline = time.monotonic() + LINGER_SECONDS
+        self._watch(conn, selectors.EVENT_READ)
+        self._linger_read(conn)
+
+    def _linger_read(self, conn: Connection) -> None:
+        try:
+            # socket.socket.recv, not SSLSocket.recv: only raw bytes are left to throw away.
+            while socket.socket.recv(conn.sock, READ_SIZE):
+                pass
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._close_now(conn)

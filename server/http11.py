@@ -1,0 +1,111 @@
+"""Just enough HTTP/1.1 for the demo: parse a request head, format a response, keep-alive rules.
+
+The standard library's http.server parses headers with the email package, which costs more CPU
+per request than the whole TLS record layer; this parser reads only the request line and the four
+headers the server acts on, and refuses what it does not implement instead of guessing.
+"""
+
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Optional, Tuple
+
+MAX_HEAD_BYTES = 16384          # request line + headers; more is refused (431)
+MAX_BODY_BYTES = 65536          # GET needs no body; a small one is read and ignored, a larger refused
+SERVER_NAME = b"mtls-demo"
+
+
+class BadRequest(Exception):
+    """The request cannot be served; `status` says why, and the connection is closed after."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    version: str
+    keep_alive: bool
+    accept: str
+    body_length: int
+
+    @property
+    def line(self) -> str:
+        return f"{self.method} {self.target} {self.version}"
+
+
+def split_head(buffer: bytearray) -> Optional[bytes]:
+    """Remove and return one complete request head from buffer, or None if it is not all here."""
+    while buffer.startswith(b"\r\n"):  # RFC 9112: ignore empty lines before a request
+        del buffer[:2]
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise BadRequest(431, "request head too large")
+        return None
+    head = bytes(buffer[:end])
+    del buffer[:end + 4]
+    return head
+
+
+def parse_head(head: bytes) -> Request:
+    """Request line and the headers the server acts on; anything malformed is a BadRequest."""
+    lines = head.split(b"\r\n")
+    try:
+        method, target, version = lines[0].decode("ascii").split(" ")
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(400, "malformed request line") from None
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise BadRequest(505, f"unsupported version {version[:16]!r}")
+    fields = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise BadRequest(400, "malformed header line")
+        fields[name.lower()] = value.strip().decode("latin-1")
+    if b"transfer-encoding" in fields:
+        raise BadRequest(501, "chunked request bodies are not supported")
+    try:
+        body_length = int(fields.get(b"content-length", "0"))
+    except ValueError:
+        raise BadRequest(400, "malformed Content-Length") from None
+    if not 0 <= body_length <= MAX_BODY_BYTES:
+        raise BadRequest(413, "request body too large")
+    connection = fields.get(b"connection", "").lower()
+    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    return Request(method, target, version, keep_alive, fields.get(b"accept", ""), body_length)
+
+
+class DateHeader:
+    """The Date header changes once a second; format it once a second, not once a request."""
+
+    def __init__(self):
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
+        return self._value
+
+
+date_header = DateHeader()
+
+
+def response(status: int, content_type: str, body: bytes, keep_alive: bool,
+             send_body: bool = True, extra: Tuple[Tuple[str, str], ...] = ()) -> bytes:
+    """A complete response as one buffer, so it leaves in one TLS record and one send()."""
+    head = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode()),
+            b"Server: " + SERVER_NAME,
+            b"Date: " + date_header(),
+            b"Content-Type: " + content_type.encode(),
+            b"Content-Length: %d" % len(body)]
+    head += [f"{name}: {value}".encode() for name, value in extra]
+    if not keep_alive:
+        head.append(b"Connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + (body if send_body else b"")
