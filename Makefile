@@ -5,7 +5,7 @@ PORT ?= 4443
 CURL_FLAGS = --cacert server-cert.pem --cert client-cert.pem --key client-key.pem
 
 .DEFAULT_GOAL := help
-.PHONY: help certs serve client curl demo test clean
+.PHONY: help certs serve client curl demo test clean bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,9 @@ demo: certs ## start the server, call it with the Python client and curl, stop i
 
 test: ## run the whole test suite against real curl, openssl s_client and gnutls-cli
 	$(PYTHON) -W error -m unittest discover -s tests -t . -v
+
+bench: ## measure server CPU per mTLS connection and request against openssl s_server (<3 min)
+	$(PYTHON) -m bench
 
 clean: ## delete generated identities (keys, certificates, .p12 bundles) and caches
 	rm -f server/*.pem client/*.pem client/*.p12

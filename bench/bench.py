@@ -1,0 +1,320 @@
+"""`make bench`: what one mutually authenticated connection and request cost our server, beside
+openssl s_server doing the same handshakes, in one table (and --json).
+
+    $ python3 -m bench              # the whole table, under 3 minutes on 2 cores
+    $ python3 -m bench --quick      # every row, tiny phases: a smoke test in seconds
+
+Server CPU per unit of work (utime+stime of all its threads, from /proc/<pid>/stat, read before and
+after each phase) is the figure; wall-clock rates and latencies are secondary, since the load
+generator shares the machine.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+from bench.load import LoadWorkers, percentile
+from bench.targets import (BenchError, Identities, OurServer, ReferenceServer, Target,
+                           make_identities, make_trusted_bundle, openssl_version)
+
+CONCURRENCY = (1, 8, 64)
+CLIENT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how much each phase may run."""
+
+    duration: float        # seconds of load per phase
+    handshake_cap: int     # at most this many connections per handshake phase
+    request_cap: int       # at most this many requests per keep-alive phase
+    hold: int              # idle authenticated connections held for the RSS row
+    trusted_many: int      # size of the big trusted set
+    warmup: int            # unmeasured connections before a server's first phase
+    quiet: float           # the server counts as idle after this long without spending CPU
+
+
+FULL = Settings(duration=3.0, handshake_cap=50_000, request_cap=500_000, hold=200,
+                trusted_many=1000, warmup=40, quiet=0.05)
+QUICK = Settings(duration=0.1, handshake_cap=100, request_cap=1_000, hold=20,
+                 trusted_many=100, warmup=4, quiet=0.02)
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench",
+        description="Server CPU per mutual-TLS connection and request, against openssl s_server.")
+    parser.add_argument("--quick", action="store_true",
+                        help="every row with tiny phases (seconds, not minutes): a smoke test")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help=f"load per phase (default: {FULL.duration}; --quick: {QUICK.duration})")
+    parser.add_argument("--workers", type=int, default=4, metavar="N",
+                        help="load-generating processes (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.duration is not None and not 0 < args.duration <= 60:
+        parser.error(f"--duration must be more than 0 and at most 60 seconds, not {args.duration}")
+    if not 1 <= args.workers <= 64:
+        parser.error(f"--workers must be 1 to 64, not {args.workers}")
+    return args
+
+
+def machine() -> Dict[str, object]:
+    """What the numbers were measured on."""
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model, "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "python_openssl": ssl.OPENSSL_VERSION,
+            "openssl_cli": openssl_version()}
+
+
+class Bench:
+    """Runs measured phases against targets and turns them into report rows."""
+
+    def __init__(self, settings: Settings, workers: LoadWorkers, workdir: Path):
+        self.settings = settings
+        self.workers = workers
+        self.workdir = workdir
+        self.rows: List[dict] = []
+
+    @contextlib.contextmanager
+    def serving(self, kind, ids: Identities, trusted: Path, label: str) -> Iterator[Target]:
+        """Start a server for the block, warm it up, and always stop it afterwards."""
+        target = kind(ids, trusted, self.workdir / f"{label}.log")
+        try:
+            self.workers.run(spec_for(target, ids, "handshake", "1.3", self.settings.duration),
+                             concurrency=2, cap=self.settings.warmup)
+            yield target
+        finally:
+            target.stop()
+
+    def measure(self, target: Target, ids: Identities, kind: str, tls: Optional[str],
+                concurrency: int) -> dict:
+        """One phase: server CPU before, load for the phase's time or cap, server CPU after."""
+        cap = self.settings.handshake_cap if kind == "handshake" else self.settings.request_cap
+        cpu: Dict[str, Optional[float]] = {}
+        result = self.workers.run(
+            spec_for(target, ids, kind, tls, self.settings.duration), concurrency=concurrency,
+            cap=cap, on_ready=lambda: cpu.update(before=target.stats.settled_cpu(self.settings.quiet)),
+            on_done=lambda: cpu.update(after=target.stats.settled_cpu(self.settings.quiet)))
+        n = len(result["latencies"])
+        used = (cpu["after"] - cpu["before"]
+                if cpu["before"] is not None and cpu["after"] is not None else None)
+        return {"n": n, "errors": result["errors"], "error_samples": result["samples"],
+                "seconds": round(result["seconds"], 3),
+                "per_second": round(n / result["seconds"], 1) if result["seconds"] > 0 else 0.0,
+                "server_cpu_s": None if used is None else round(used, 3),
+                "cost": None if used is None or not n else round(used * 1e6 / n, 1),
+                "p50_ms": ms(percentile(result["latencies"], 0.50)),
+                "p99_ms": ms(percentile(result["latencies"], 0.99)),
+                "suite": result["suite"]}
+
+    def handshake_row(self, row_id: str, label: str, ours: Target, ref: Target,
+                      ids: Identities, tls: str, concurrency: int, trusted: int) -> None:
+        """Full handshakes against our server, then the same load against the reference."""
+        mine = self.measure(ours, ids, "handshake", tls, concurrency)
+        theirs = self.measure(ref, ids, "handshake", tls, concurrency)
+        ratio = (round(mine["cost"] / theirs["cost"], 2)
+                 if mine["cost"] is not None and theirs["cost"] else None)
+        self.add(dict(mine, id=row_id, label=label, kind="handshake", key_type=ids.key_type,
+                      tls=tls, concurrency=concurrency, trusted=trusted,
+                      unit="us_cpu_per_connection", reference=theirs, ratio=ratio))
+
+    def keepalive_row(self, ours: Target, ids: Identities, concurrency: int) -> None:
+        mine = self.measure(ours, ids, "keepalive", None, concurrency)
+        self.add(dict(mine, id=f"keepalive/c{concurrency}",
+                      label=f"keep-alive {key_label(ids)} {mine['suite'][:7]:<7} c={concurrency}",
+                      kind="keepalive", key_type=ids.key_type, tls=mine["suite"][5:8] or None,
+                      concurrency=concurrency, trusted=1, unit="us_cpu_per_request"))
+
+    def rss_rows(self, ids: Identities) -> None:
+        """RSS of a fresh, warmed-up server idle, then holding many idle authenticated connections."""
+        with self.serving(OurServer, ids, ids.trusted, "rss") as server:
+            server.stats.settled_cpu(self.settings.quiet)
+            idle = server.stats.rss_kb()
+            held: Dict[str, Optional[int]] = {}
+
+            def on_ready() -> None:
+                server.stats.settled_cpu(self.settings.quiet)
+                held["rss"] = server.stats.rss_kb()
+
+            self.workers.run(dict(spec_for(server, ids, "hold", None, 0.0)),
+                             hold=self.settings.hold, on_ready=on_ready)
+        count = self.settings.hold
+        per_conn = (round((held["rss"] - idle) / count, 1)
+                    if idle is not None and held["rss"] is not None else None)
+        self.add({"id": "rss/idle", "label": "RSS idle (warmed up)", "kind": "rss", "n": 1,
+                  "cost": idle, "unit": "kB_rss"})
+        self.add({"id": "rss/held", "label": f"RSS, {count} idle mTLS conns held", "kind": "rss",
+                  "n": count, "cost": per_conn, "unit": "kB_rss_per_connection",
+                  "rss_idle_kb": idle, "rss_held_kb": held["rss"]})
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        ref = row.get("reference")
+        print(f"bench: {row['label']:<44} {fmt(row.get('cost'))} {UNITS[row['unit']]}"
+              + (f"  (reference {fmt(ref['cost'])}, ratio {fmt(row['ratio'], 2)})" if ref else "")
+              + (f"  {row['errors']} errors: {row['error_samples'][0]}" if row.get("errors") else ""),
+              file=sys.stderr, flush=True)
+
+    def run(self, ec: Identities, rsa: Identities, many: Path) -> None:
+        """Every row of the table, each server group started and stopped around its rows."""
+        for ids in (ec, rsa):
+            with self.serving(OurServer, ids, ids.trusted, f"ours-{ids.key_type}") as ours, \
+                    self.serving(ReferenceServer, ids, ids.trusted, f"ref-{ids.key_type}") as ref:
+                for tls in ("1.3", "1.2"):
+                    for c in CONCURRENCY:
+                        self.handshake_row(f"handshake/{ids.key_type}/tls{tls}/c{c}",
+                                           f"handshake  {key_label(ids)} TLSv{tls} c={c}",
+                                           ours, ref, ids, tls, c, trusted=1)
+                if ids is ec:
+                    for c in CONCURRENCY:
+                        self.keepalive_row(ours, ids, c)
+                    self.handshake_row("trust/1", f"handshake  {key_label(ids)} TLSv1.3 c=8, "
+                                       "1 trusted", ours, ref, ids, "1.3", 8, trusted=1)
+            if ids is ec:
+                total = self.settings.trusted_many
+                with self.serving(OurServer, ids, many, "ours-many") as ours, \
+                        self.serving(ReferenceServer, ids, many, "ref-many") as ref:
+                    self.handshake_row("trust/many", f"handshake  {key_label(ids)} TLSv1.3 c=8, "
+                                       f"{total} trusted", ours, ref, ids, "1.3", 8, trusted=total)
+        self.rss_rows(ec)
+
+
+def spec_for(target: Target, ids: Identities, kind: str, tls: Optional[str],
+             duration: float) -> dict:
+    """What a load process needs to know for one phase (plain data: it crosses a pipe)."""
+    return {"kind": kind, "tls": tls, "port": target.port, "duration": duration,
+            "timeout": CLIENT_TIMEOUT, "cacert": str(ids.cacert),
+            "client_cert": str(ids.client_cert), "client_key": str(ids.client_key)}
+
+
+def key_label(ids: Identities) -> str:
+    return {"ec": "EC ", "rsa": "RSA"}.get(ids.key_type, ids.key_type)
+
+
+def ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+UNITS = {"us_cpu_per_connection": "µs CPU/conn", "us_cpu_per_request": "µs CPU/req",
+         "kB_rss": "kB RSS", "kB_rss_per_connection": "kB RSS/conn"}
+
+
+def fmt(value, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def render(report: dict) -> str:
+    """The report as plain text: machine and command on top, then one aligned table."""
+    m = report["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['os']}",
+             f"         Python {m['python']} ({m['python_openssl']}); CLI {m['openssl_cli']}",
+             f"command: {report['command']}",
+             f"phases:  {report['settings']['duration']} s each, at most "
+             f"{report['settings']['handshake_cap']:,} connections or "
+             f"{report['settings']['request_cap']:,} requests; {report['workers']} load processes; "
+             f"took {report['total_seconds']:.0f} s", ""]
+    header = ["", "n", "err", "per s", "server cost", "unit", "p50 ms", "p99 ms",
+              "ref cost", "ref per s", "ours/ref"]
+    table = [header]
+    for row in report["rows"]:
+        ref = row.get("reference") or {}
+        table.append([row["label"], fmt(row.get("n")), fmt(row.get("errors")),
+                      fmt(row.get("per_second")), fmt(row.get("cost")), UNITS[row["unit"]],
+                      fmt(row.get("p50_ms"), 2), fmt(row.get("p99_ms"), 2),
+                      fmt(ref.get("cost")) if ref else "", fmt(ref.get("per_second")) if ref else "",
+                      fmt(row.get("ratio"), 2) if ref else ""])
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    left = {0, 5}
+    for r in table:
+        lines.append("  ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(r, widths))).rstrip())
+    lines.append("")
+    lines.extend(report["notes"])
+    return "\n".join(lines)
+
+
+def notes(rows: List[dict], cpu_available: bool) -> List[str]:
+    """What a reader needs to read the table right, including anything that went wrong."""
+    out = ["server cost: the server's utime+stime, all threads, from /proc/<pid>/stat (10 ms ticks),",
+           "  per completed unit. handshake = new TCP + full mTLS handshake + GET / + read to close;",
+           "  keep-alive = one GET / on an open authenticated connection. ref = openssl s_server -www",
+           "  -Verify 1 -verify_return_error -no_ca_names, same identities and load: it serves one",
+           "  connection at a time and answers with a ~7 kB status page (ours: 12 bytes), so its",
+           "  per s at c>1 is queueing. Our server also writes one log line per request (to a file)."]
+    if not cpu_available:
+        out.append("NOTE: no /proc here, so server CPU and RSS were not measured (shown as -).")
+    for row in rows:
+        ref = row.get("reference")
+        if ref and ref.get("suite") != row.get("suite"):
+            out.append(f"NOTE: {row['id']}: ours negotiated {row['suite']}, "
+                       f"the reference {ref['suite']}.")
+        for who, part in (("ours", row), ("reference", ref or {})):
+            if part.get("errors"):
+                out.append(f"NOTE: {row['id']} ({who}): {part['errors']} failed units, e.g. "
+                           f"{part['error_samples'][0]}")
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.duration is not None:
+        settings = Settings(**dict(asdict(settings), duration=args.duration))
+    for tool in ("openssl", "bash"):
+        if shutil.which(tool) is None:
+            print(f"bench: error: {tool} not found; install it (Debian/Ubuntu: apt install {tool})",
+                  file=sys.stderr)
+            return 2
+    command = shlex.join(["python3", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mtls-bench-") as tmp:
+            workdir = Path(tmp)
+            print(f"bench: minting EC and RSA identities and {settings.trusted_many} trusted "
+                  f"certificates in {workdir}", file=sys.stderr, flush=True)
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                rsa_job = pool.submit(make_identities, workdir, "rsa")
+                ec = make_identities(workdir, "ec")
+                many = make_trusted_bundle(workdir, ec, settings.trusted_many)
+                rsa = rsa_job.result()
+            workers = LoadWorkers(args.workers)
+            try:
+                bench = Bench(settings, workers, workdir)
+                bench.run(ec, rsa, many)
+            finally:
+                workers.close()
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; servers and load processes stopped", file=sys.stderr)
+        return 130
+    cpu_available = Path(f"/proc/{os.getpid()}/stat").exists()
+    report = {"machine": machine(), "command": command, "settings": asdict(settings),
+              "workers": args.workers, "total_seconds": round(time.monotonic() - started, 1),
+              "cpu_measured": cpu_available, "rows": bench.rows,
+              "notes": notes(bench.rows, cpu_available)}
+    print(render(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
