@@ -26,7 +26,7 @@ def insecure_key_mode(path: Path) -> Optional[str]:
         if allowed:
             grants.setdefault(plain_list(allowed), []).append(who)
     access = ", ".join(f"{words} by {' and '.join(whom)}" for words, whom in grants.items())
-    return (f"webserver: error: {path} is {access} (mode {mode:04o}); "
+    return (f"{path} is {access} (mode {mode:04o}); "
             f"fix: chmod 600 {shlex.quote(str(path))}")
 
 

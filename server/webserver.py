@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from lifecycle import serve_until_stopped
 from engine import MutualTLSServer
+from hardening import insecure_key_mode
 from peer import Peer
 from trust import TrustedSet, TrustError, load_trusted_set
 from whoami import whoami_response
@@ -90,6 +91,9 @@ def load_tls(args: argparse.Namespace) -> Tuple[ssl.SSLContext, TrustedSet]:
     for path in (args.tls_cert, args.tls_key):
         if not path.is_file():
             raise ConfigError(f"missing {path}; run ./bootstrap.sh first to create the identities")
+    problem = insecure_key_mode(args.tls_key)
+    if problem:
+        raise ConfigError(problem)
     try:
         trusted = load_trusted_set(trusted_paths(args))
         return server_context(args.tls_cert, args.tls_key, trusted), trusted
