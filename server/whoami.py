@@ -96,7 +96,7 @@ PAGE = """<!doctype html>
   p.lead {{ margin: 0 0 1.25rem; color: #3c6e47; }}
   dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .45rem 1.25rem; margin: 0; }}
   dt {{ font-weight: 600; color: #55606b; }}
-  dd {{ margin: 0; font-family: ui-monospace, monospace; overflow-wrap: anywhere; }}
+  dd {{ margin: 0; font-family: ui-monospace, monospace; overflow-wrap: break-word; }}
   footer {{ margin-top: 1.25rem; font-size: .85rem; color: #6b7580; }}
 </style>
 </head>
@@ -119,15 +119,15 @@ Programs get JSON from the same URL (<code>curl ... /whoami</code>).</footer>
 """
 
 
-def colon_hex(fingerprint: str) -> str:
-    """'ab12...' as 'AB:12:...', the form `./bootstrap.sh list` and browsers show; else unchanged."""
+def colon_hex_html(fingerprint: str) -> str:
+    """'ab12...' as 'AB:12:...' (the form `./bootstrap.sh list` and browsers show), allowed to wrap
+    only after a colon; anything that is not 64 hex digits is just escaped."""
     if re.fullmatch(r"[0-9a-fA-F]{64}", fingerprint):
-        return ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)).upper()
-    return fingerprint
+        return ":<wbr>".join(fingerprint[i:i + 2].upper() for i in range(0, 64, 2))
+    return html.escape(fingerprint)
 
 
 def whoami_page(me: dict) -> str:
     """A small self-contained HTML page (inline CSS, no external assets); every value escaped."""
-    shown = dict(me, fingerprint=colon_hex(str(me["fingerprint_sha256"])))
-    return PAGE.format(**{key: html.escape(str(shown[key])) for key in
-                          ("cn", "fingerprint", "not_after", "tls_version", "cipher")})
+    fields = {key: html.escape(str(me[key])) for key in ("cn", "not_after", "tls_version", "cipher")}
+    return PAGE.format(fingerprint=colon_hex_html(str(me["fingerprint_sha256"])), **fields)
