@@ -14,6 +14,7 @@ from typing import List, Optional
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
+X509_V_ERR_HOSTNAME_MISMATCH = 62  # OpenSSL's verify code when the name dialled is not in the cert
 IDENTITY_NAME = re.compile(r"[a-z0-9._-]{1,64}")  # as ./bootstrap.sh add-client accepts them
 
 
@@ -90,30 +91,39 @@ def load_context(args: argparse.Namespace) -> ssl.SSLContext:
                           "be a copy of the server's server-cert.pem (./bootstrap.sh makes it)", 2) from None
     try:
         return client_context(args.cacert, args.cert, args.key)
+    except PermissionError as exc:
+        raise ClientError(f"cannot read {exc.filename or args.key}: permission denied; "
+                          "run as the user who owns the identity", 2) from None
     except ssl.SSLError as exc:
         raise ClientError(f"cannot load our identity from {args.cert} and {args.key} "
                           f"({exc.reason or exc}); do they belong together?", 2) from None
 
 
-def rejected(detail: str) -> ClientError:
+def rejected(detail: str, cert: Path) -> ClientError:
     return ClientError(f"the server rejected our client certificate ({detail}); "
-                       "is client-cert.pem in the server's trusted set?")
+                       f"is {cert} in the server's trusted set (and the server reloaded)?")
 
 
-def explain_tls_error(exc: ssl.SSLError) -> ClientError:
-    """Turn an SSLError into the sentence that says which side refused whom."""
+def explain_tls_error(exc: ssl.SSLError, host: str, cacert: Path, cert: Path) -> ClientError:
+    """Turn an SSLError into the sentence that says which side refused whom, and the fix."""
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code == X509_V_ERR_HOSTNAME_MISMATCH:
+            return ClientError(f"server certificate verification failed: it is not valid for "
+                               f"{host!r}; dial a name it lists (localhost, 127.0.0.1, ::1 by "
+                               f"default) or re-run ./bootstrap.sh --force --san {host}")
         return ClientError(f"server certificate verification failed: {exc.verify_message}; "
-                           "is client/server-cert.pem this server's current certificate?")
+                           f"is {cacert} this server's current certificate?")
     reason = exc.reason or str(exc)
     if "ALERT_" in reason:
         alert = reason.split("ALERT_", 1)[1].lower().replace("_", " ")
-        return rejected(f"TLS alert: {alert}")
+        return rejected(f"TLS alert: {alert}", cert)
     return ClientError(f"TLS handshake failed: {reason.lower().replace('_', ' ')}")
 
 
-def fetch(url: str, context: ssl.SSLContext, timeout: float, verbose: bool) -> bytes:
-    """GET url over mutual TLS; return the body or raise ClientError saying what went wrong."""
+def fetch(url: str, context: ssl.SSLContext, timeout: float, verbose: bool,
+          cacert: Path = HERE / "server-cert.pem", cert: Path = HERE / "client-cert.pem") -> bytes:
+    """GET url over mutual TLS; return the body or raise ClientError saying what went wrong
+    (cacert and cert are only named in those messages)."""
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 443
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -122,7 +132,7 @@ def fetch(url: str, context: ssl.SSLContext, timeout: float, verbose: bool) -> b
         try:
             conn.connect()  # TCP connect and TLS handshake: the server proves itself here
         except ssl.SSLError as exc:
-            raise explain_tls_error(exc) from None
+            raise explain_tls_error(exc, host, cacert, cert) from None
         except OSError as exc:
             raise ClientError(f"cannot reach the server at {host}:{port}: "
                               f"{exc.strerror or exc}; is it running?") from None
@@ -135,9 +145,9 @@ def fetch(url: str, context: ssl.SSLContext, timeout: float, verbose: bool) -> b
             response = conn.getresponse()
             body = response.read()
         except ssl.SSLError as exc:
-            raise explain_tls_error(exc) from None
+            raise explain_tls_error(exc, host, cacert, cert) from None
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-            raise rejected(f"connection closed before any answer: {exc}") from None
+            raise rejected(f"connection closed before any answer: {exc}", cert) from None
         except socket.timeout:
             raise ClientError(f"the server at {host}:{port} did not answer within {timeout:g}s") from None
         except http.client.HTTPException as exc:  # a TLS peer that is not an HTTP/1.x server
@@ -163,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.verbose:
             print(f"* identity: {args.identity or 'client (default)'}, certificate {args.cert}",
                   file=sys.stderr)
-        body = fetch(args.url, context, args.timeout, args.verbose)
+        body = fetch(args.url, context, args.timeout, args.verbose, args.cacert, args.cert)
     except ClientError as exc:
         print(f"client: error: {exc}", file=sys.stderr)
         return exc.exit_code
