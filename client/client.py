@@ -14,7 +14,7 @@ from typing import List, Optional
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
-X509_V_ERR_HOSTNAME_MISMATCH = 62  # OpenSSL's verify code when the name dialled is not in the cert
+NAME_MISMATCH_CODES = (62, 64)  # OpenSSL verify codes: host name, IP address not in the cert
 IDENTITY_NAME = re.compile(r"[a-z0-9._-]{1,64}")  # as ./bootstrap.sh add-client accepts them
 
 
@@ -107,7 +107,7 @@ def rejected(detail: str, cert: Path) -> ClientError:
 def explain_tls_error(exc: ssl.SSLError, host: str, cacert: Path, cert: Path) -> ClientError:
     """Turn an SSLError into the sentence that says which side refused whom, and the fix."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        if exc.verify_code == X509_V_ERR_HOSTNAME_MISMATCH:
+        if exc.verify_code in NAME_MISMATCH_CODES:
             return ClientError(f"server certificate verification failed: it is not valid for "
                                f"{host!r}; dial a name it lists (localhost, 127.0.0.1, ::1 by "
                                f"default) or re-run ./bootstrap.sh --force --san {host}")
