@@ -59,6 +59,10 @@ HANDSHAKE_REASONS = {
     "UNEXPECTED_EOF_WHILE_READING": "client closed the connection during the handshake",
 }
 
+# OpenSSL verify codes meaning "no trusted certificate vouches for this one": self-signed and not
+# ours (18, 19), or its issuer unknown (20, 21). Its own message ("self-signed certificate") misleads.
+UNKNOWN_CERTIFICATE_CODES = (18, 19, 20, 21)
+
 # What a connection is doing; the event loop dispatches on it.
 FRESH, HANDSHAKE, OPEN, WRITING, LINGER = "fresh", "handshake", "open", "writing", "linger"
 # What a handshake step asks the loop to do next.
@@ -68,6 +72,8 @@ WAIT_READ, WAIT_WRITE, SERVE, REFUSE, CLOSE = "wait-read", "wait-write", "serve"
 def describe_handshake_error(exc: BaseException) -> str:
     """One short phrase saying why a handshake failed, for the log line a peer causes."""
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in UNKNOWN_CERTIFICATE_CODES:
+            return "client certificate not trusted (not in the trusted set)"
         return f"client certificate not trusted ({exc.verify_message})"
     if isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "reason", None) or ""
