@@ -268,3 +268,39 @@ __all__ = ["Identities", "ServerProcess", "make_identities", "start_server", "ru
            "run_client", "stream_peer", "raw_connection", "pid_alive", "require_tool",
            "signal", "ROOT", "CLIENT", "WEBSERVER", "install_code", "start_project_server",
            "run_project_client", "reload_server"]
+
+
+# -- process accounting for the hostile-peer tests (Linux /proc) ------------------------------------
+
+def process_stats(pid: int) -> dict:
+    """The server's resident memory (kB), thread count and open file descriptors, from /proc."""
+    stats = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "Threads"):
+                stats[key] = int(value.split()[0])
+    return {"rss_kb": stats["VmRSS"], "threads": stats["Threads"],
+            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def settled_stats(pid: int, timeout: float = 5.0, interval: float = 0.2) -> dict:
+    """process_stats once threads and fds have stopped changing (two equal reads), or at timeout."""
+    deadline = time.monotonic() + timeout
+    last = process_stats(pid)
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = process_stats(pid)
+        if (now["threads"], now["fds"]) == (last["threads"], last["fds"]):
+            return now
+        last = now
+    return last
+
+
+def require_proc() -> None:
+    """Skip where /proc/<pid>/status is missing (not Linux): the resource tests read it."""
+    if not Path(f"/proc/{os.getpid()}/status").exists():
+        raise unittest.SkipTest("needs Linux /proc to read a process's memory, threads and fds")
+
+
+__all__ += ["process_stats", "settled_stats", "require_proc"]
