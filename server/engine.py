@@ -28,6 +28,7 @@ import time
 from collections import deque
 from typing import Callable, Optional, Tuple
 
+from accesslog import AccessLog
 from http11 import BadRequest, parse_head, response, split_head
 from peer import Peer
 from trust import TrustedSet, fingerprint
@@ -147,6 +148,8 @@ class MutualTLSServer:
         self.draining = False
         self.drain_deadline = 0.0
         self.stopped = threading.Event()
+        self.access_log = AccessLog()
+        self.next_sweep = 0.0
         self.handed_back: "deque[Connection]" = deque()  # appended by workers, read by the loop
         self.jobs: "queue.SimpleQueue[Optional[Connection]]" = queue.SimpleQueue()
         count = workers or min(8, max(2, os.cpu_count() or 2))
@@ -174,11 +177,15 @@ class MutualTLSServer:
                         self._take_back()
                     else:
                         self._on_ready(key.data)
-                self._take_back()
-                self._expire(time.monotonic())
+                self.access_log.flush()
+                now = time.monotonic()
+                if now >= self.next_sweep:  # deadlines are coarse: check them once a tick
+                    self.next_sweep = now + TICK_SECONDS
+                    self._expire(now)
         finally:
             for conn in list(self.conns):
                 self._close_now(conn)
+            self.access_log.flush()
             self.stopped.set()
 
     def shutdown(self) -> None:
@@ -463,7 +470,7 @@ class MutualTLSServer:
         else:
             status, content_type, body, keep_alive = 501, "text/plain", b"Only GET and HEAD\n", False
             extra = (("Allow", "GET, HEAD"),)
-        log.info('%s CN=%s "%s" %d', conn.name, conn.peer.cn, request.line, status)
+        self.access_log.request(conn.name, conn.peer.cn, request.line, status)
         conn.closing = not keep_alive
         return response(status, content_type, body, keep_alive, request.method != "HEAD", extra)
 

@@ -24,12 +24,14 @@ HERE = Path(__file__).resolve().parent
 log = logging.getLogger("mtls")
 
 
-def server_context(cert: Path, key: Path, trusted: TrustedSet) -> ssl.SSLContext:
+def server_context(cert: Path, key: Path, trusted: TrustedSet,
+                   session_tickets: int = 0) -> ssl.SSLContext:
     """The whole security policy of the server, in one place."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2          # TLS 1.3 is on and preferred
     context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")      # TLS 1.2: forward secrecy + AEAD only
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.num_tickets = session_tickets                     # TLS 1.3 resumption: see --session-tickets
     context.load_cert_chain(cert, key)                        # who we are
     context.verify_mode = ssl.CERT_REQUIRED                   # a client certificate is mandatory...
     context.verify_flags |= ssl.VERIFY_X509_STRICT
@@ -68,6 +70,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--max-connections", type=int, default=512, metavar="N",
                         help="connections handled at once; more wait in the listen backlog "
                              "(default: %(default)s)")
+    parser.add_argument("--session-tickets", type=int, default=0, metavar="N",
+                        help="TLS 1.3 session tickets sent per full handshake; they let returning "
+                             "clients resume cheaply but cost CPU on every full handshake "
+                             "(default: %(default)s, see bench/RESULTS.md)")
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="on SIGTERM, how long requests in flight may take to finish "
                              "(default: %(default)s)")
@@ -96,7 +102,7 @@ def load_tls(args: argparse.Namespace) -> Tuple[ssl.SSLContext, TrustedSet]:
         raise ConfigError(problem)
     try:
         trusted = load_trusted_set(trusted_paths(args))
-        return server_context(args.tls_cert, args.tls_key, trusted), trusted
+        return server_context(args.tls_cert, args.tls_key, trusted, args.session_tickets), trusted
     except TrustError as exc:
         raise ConfigError(f"{exc}; run ./bootstrap.sh first to create the identities") from None
     except ssl.SSLError as exc:
