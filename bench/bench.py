@@ -11,6 +11,7 @@ generator shares the machine.
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 from bench.load import LoadWorkers, percentile
-from bench.targets import (BenchError, Identities, OurServer, ReferenceServer, Target,
-                           make_identities, make_trusted_bundle, openssl_version)
+from bench.targets import (WEBSERVER, BenchError, Identities, OurServer, ReferenceServer,
+                           Target, describe_source, make_identities, make_trusted_bundle,
+                           openssl_version)
 
 CONCURRENCY = (1, 8, 64)
 CLIENT_TIMEOUT = 10.0
@@ -44,12 +46,13 @@ class Settings:
     trusted_many: int      # size of the big trusted set
     warmup: int            # unmeasured connections before a server's first phase
     quiet: float           # the server counts as idle after this long without spending CPU
+    rounds: int            # handshake rows alternate ours/reference this many times
 
 
 FULL = Settings(duration=3.0, handshake_cap=50_000, request_cap=500_000, hold=200,
-                trusted_many=1000, warmup=40, quiet=0.05)
+                trusted_many=1000, warmup=40, quiet=0.05, rounds=3)
 QUICK = Settings(duration=0.1, handshake_cap=100, request_cap=1_000, hold=20,
-                 trusted_many=100, warmup=4, quiet=0.02)
+                 trusted_many=100, warmup=4, quiet=0.02, rounds=1)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -63,7 +66,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help=f"load per phase (default: {FULL.duration}; --quick: {QUICK.duration})")
     parser.add_argument("--workers", type=int, default=4, metavar="N",
                         help="load-generating processes (default: %(default)s)")
+    parser.add_argument("--server", type=Path, default=WEBSERVER, metavar="PATH",
+                        help="the webserver.py to measure, e.g. an older tree's for a before/after "
+                             "table (default: this checkout's server/webserver.py)")
     args = parser.parse_args(argv)
+    if not args.server.is_file():
+        parser.error(f"--server: no such file: {args.server}")
     if args.duration is not None and not 0 < args.duration <= 60:
         parser.error(f"--duration must be more than 0 and at most 60 seconds, not {args.duration}")
     if not 1 <= args.workers <= 64:
@@ -84,10 +92,19 @@ def machine() -> Dict[str, object]:
             "openssl_cli": openssl_version()}
 
 
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages: whether something else was using the machine."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 class Bench:
     """Runs measured phases against targets and turns them into report rows."""
 
-    def __init__(self, settings: Settings, workers: LoadWorkers, workdir: Path):
+    def __init__(self, settings: Settings, workers: LoadWorkers, workdir: Path, webserver: Path):
+        self.ours = functools.partial(OurServer, webserver=webserver)
         self.settings = settings
         self.workers = workers
         self.workdir = workdir
@@ -104,32 +121,36 @@ class Bench:
         finally:
             target.stop()
 
-    def measure(self, target: Target, ids: Identities, kind: str, tls: Optional[str],
-                concurrency: int) -> dict:
-        """One phase: server CPU before, load for the phase's time or cap, server CPU after."""
-        cap = self.settings.handshake_cap if kind == "handshake" else self.settings.request_cap
+    def sample(self, target: Target, ids: Identities, kind: str, tls: Optional[str],
+               concurrency: int, duration: float, cap: int) -> dict:
+        """One slice of load: server CPU before, load for `duration` or `cap` units, CPU after."""
         cpu: Dict[str, Optional[float]] = {}
         result = self.workers.run(
-            spec_for(target, ids, kind, tls, self.settings.duration), concurrency=concurrency,
-            cap=cap, on_ready=lambda: cpu.update(before=target.stats.settled_cpu(self.settings.quiet)),
+            spec_for(target, ids, kind, tls, duration), concurrency=concurrency, cap=cap,
+            on_ready=lambda: cpu.update(before=target.stats.settled_cpu(self.settings.quiet)),
             on_done=lambda: cpu.update(after=target.stats.settled_cpu(self.settings.quiet)))
-        n = len(result["latencies"])
-        used = (cpu["after"] - cpu["before"]
-                if cpu["before"] is not None and cpu["after"] is not None else None)
-        return {"n": n, "errors": result["errors"], "error_samples": result["samples"],
-                "seconds": round(result["seconds"], 3),
-                "per_second": round(n / result["seconds"], 1) if result["seconds"] > 0 else 0.0,
-                "server_cpu_s": None if used is None else round(used, 3),
-                "cost": None if used is None or not n else round(used * 1e6 / n, 1),
-                "p50_ms": ms(percentile(result["latencies"], 0.50)),
-                "p99_ms": ms(percentile(result["latencies"], 0.99)),
-                "suite": result["suite"]}
+        result["cpu"] = (cpu["after"] - cpu["before"]
+                         if cpu["before"] is not None and cpu["after"] is not None else None)
+        return result
+
+    def measure(self, target: Target, ids: Identities, kind: str, tls: Optional[str],
+                concurrency: int) -> dict:
+        """A keep-alive phase: one slice of the whole phase time."""
+        return summarize([self.sample(target, ids, kind, tls, concurrency, self.settings.duration,
+                                      self.settings.request_cap)])
 
     def handshake_row(self, row_id: str, label: str, ours: Target, ref: Target,
                       ids: Identities, tls: str, concurrency: int, trusted: int) -> None:
-        """Full handshakes against our server, then the same load against the reference."""
-        mine = self.measure(ours, ids, "handshake", tls, concurrency)
-        theirs = self.measure(ref, ids, "handshake", tls, concurrency)
+        """Full handshakes against our server and the reference, in alternating slices, so a
+        neighbour's load on a shared machine lands on both sides of the ratio alike."""
+        rounds = self.settings.rounds
+        duration, cap = self.settings.duration / rounds, self.settings.handshake_cap // rounds
+        slices: Dict[str, List[dict]] = {"ours": [], "ref": []}
+        for _ in range(rounds):
+            for side, target in (("ours", ours), ("ref", ref)):
+                slices[side].append(self.sample(target, ids, "handshake", tls, concurrency,
+                                                duration, cap))
+        mine, theirs = summarize(slices["ours"]), summarize(slices["ref"])
         ratio = (round(mine["cost"] / theirs["cost"], 2)
                  if mine["cost"] is not None and theirs["cost"] else None)
         self.add(dict(mine, id=row_id, label=label, kind="handshake", key_type=ids.key_type,
@@ -145,7 +166,7 @@ class Bench:
 
     def rss_rows(self, ids: Identities) -> None:
         """RSS of a fresh, warmed-up server idle, then holding many idle authenticated connections."""
-        with self.serving(OurServer, ids, ids.trusted, "rss") as server:
+        with self.serving(self.ours, ids, ids.trusted, "rss") as server:
             server.stats.settled_cpu(self.settings.quiet)
             idle = server.stats.rss_kb()
             held: Dict[str, Optional[int]] = {}
@@ -153,6 +174,7 @@ class Bench:
             def on_ready() -> None:
                 server.stats.settled_cpu(self.settings.quiet)
                 held["rss"] = server.stats.rss_kb()
+                held["threads"] = server.stats.threads()
 
             self.workers.run(dict(spec_for(server, ids, "hold", None, 0.0)),
                              hold=self.settings.hold, on_ready=on_ready)
@@ -161,9 +183,10 @@ class Bench:
                     if idle is not None and held["rss"] is not None else None)
         self.add({"id": "rss/idle", "label": "RSS idle (warmed up)", "kind": "rss", "n": 1,
                   "cost": idle, "unit": "kB_rss"})
-        self.add({"id": "rss/held", "label": f"RSS, {count} idle mTLS conns held", "kind": "rss",
-                  "n": count, "cost": per_conn, "unit": "kB_rss_per_connection",
-                  "rss_idle_kb": idle, "rss_held_kb": held["rss"]})
+        threads = held["threads"]
+        self.add({"id": "rss/held", "label": f"RSS, {count} idle mTLS conns held ({threads} threads)",
+                  "kind": "rss", "n": count, "cost": per_conn, "unit": "kB_rss_per_connection",
+                  "rss_idle_kb": idle, "rss_held_kb": held["rss"], "server_threads": threads})
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -176,7 +199,7 @@ class Bench:
     def run(self, ec: Identities, rsa: Identities, many: Path) -> None:
         """Every row of the table, each server group started and stopped around its rows."""
         for ids in (ec, rsa):
-            with self.serving(OurServer, ids, ids.trusted, f"ours-{ids.key_type}") as ours, \
+            with self.serving(self.ours, ids, ids.trusted, f"ours-{ids.key_type}") as ours, \
                     self.serving(ReferenceServer, ids, ids.trusted, f"ref-{ids.key_type}") as ref:
                 for tls in ("1.3", "1.2"):
                     for c in CONCURRENCY:
@@ -190,11 +213,27 @@ class Bench:
                                        "1 trusted", ours, ref, ids, "1.3", 8, trusted=1)
             if ids is ec:
                 total = self.settings.trusted_many
-                with self.serving(OurServer, ids, many, "ours-many") as ours, \
+                with self.serving(self.ours, ids, many, "ours-many") as ours, \
                         self.serving(ReferenceServer, ids, many, "ref-many") as ref:
                     self.handshake_row("trust/many", f"handshake  {key_label(ids)} TLSv1.3 c=8, "
                                        f"{total} trusted", ours, ref, ids, "1.3", 8, trusted=total)
         self.rss_rows(ec)
+
+
+def summarize(slices: List[dict]) -> dict:
+    """One side of a row from its slices: totals, rate, CPU per unit, latency percentiles."""
+    latencies = [x for part in slices for x in part["latencies"]]
+    n, seconds = len(latencies), sum(part["seconds"] for part in slices)
+    cpus = [part["cpu"] for part in slices]
+    used = None if None in cpus else sum(cpus)
+    return {"n": n, "errors": sum(part["errors"] for part in slices),
+            "error_samples": [s for part in slices for s in part["samples"]][:3],
+            "seconds": round(seconds, 3),
+            "per_second": round(n / seconds, 1) if seconds > 0 else 0.0,
+            "server_cpu_s": None if used is None else round(used, 3),
+            "cost": None if used is None or not n else round(used * 1e6 / n, 1),
+            "p50_ms": ms(percentile(latencies, 0.50)), "p99_ms": ms(percentile(latencies, 0.99)),
+            "suite": next((part["suite"] for part in slices if part["suite"]), "")}
 
 
 def spec_for(target: Target, ids: Identities, kind: str, tls: Optional[str],
@@ -229,10 +268,13 @@ def render(report: dict) -> str:
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['os']}",
              f"         Python {m['python']} ({m['python_openssl']}); CLI {m['openssl_cli']}",
              f"command: {report['command']}",
-             f"phases:  {report['settings']['duration']} s each, at most "
+             f"server:  {report['server']}",
+             f"phases:  {report['settings']['duration']} s of load per row and side (handshake rows: "
+             f"{report['settings']['rounds']} slices alternating ours and ref), at most "
              f"{report['settings']['handshake_cap']:,} connections or "
-             f"{report['settings']['request_cap']:,} requests; {report['workers']} load processes; "
-             f"took {report['total_seconds']:.0f} s", ""]
+             f"{report['settings']['request_cap']:,} requests;",
+             f"         {report['workers']} load processes; took {report['total_seconds']:.0f} s; "
+             f"load average before {report['loadavg_before']}, after {report['loadavg_after']}", ""]
     header = ["", "n", "err", "per s", "server cost", "unit", "p50 ms", "p99 ms",
               "ref cost", "ref per s", "ours/ref"]
     table = [header]
@@ -286,7 +328,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
             return 2
     command = shlex.join(["python3", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
-    started = time.monotonic()
+    started, load_before = time.monotonic(), loadavg()
+    server = describe_source(args.server)  # before the run: the tree may change under a long run
     try:
         with tempfile.TemporaryDirectory(prefix="mtls-bench-") as tmp:
             workdir = Path(tmp)
@@ -299,7 +342,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 rsa = rsa_job.result()
             workers = LoadWorkers(args.workers)
             try:
-                bench = Bench(settings, workers, workdir)
+                bench = Bench(settings, workers, workdir, args.server.resolve())
                 bench.run(ec, rsa, many)
             finally:
                 workers.close()
@@ -310,8 +353,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("bench: interrupted; servers and load processes stopped", file=sys.stderr)
         return 130
     cpu_available = Path(f"/proc/{os.getpid()}/stat").exists()
-    report = {"machine": machine(), "command": command, "settings": asdict(settings),
+    report = {"machine": machine(), "command": command, "server": server,
+              "settings": asdict(settings),
               "workers": args.workers, "total_seconds": round(time.monotonic() - started, 1),
+              "loadavg_before": load_before, "loadavg_after": loadavg(),
               "cpu_measured": cpu_available, "rows": bench.rows,
               "notes": notes(bench.rows, cpu_available)}
     print(render(report))

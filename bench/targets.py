@@ -89,6 +89,25 @@ def run_openssl(*args: str) -> None:
         raise BenchError(f"openssl {' '.join(args)} failed:\n{result.stderr.strip()}")
 
 
+def describe_source(webserver: Path) -> str:
+    """Which server code is measured: its path and, inside a git checkout, the commit (+ dirty)."""
+    folder = webserver.resolve().parent
+
+    def git(*args: str) -> str:
+        try:
+            result = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
+                                    text=True, timeout=10, stdin=subprocess.DEVNULL)
+        except OSError:
+            return ""
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return str(webserver)
+    dirty = " with uncommitted changes" if git("status", "--porcelain", "--", ".") else ""
+    return f"{webserver} (git {commit}{dirty})"
+
+
 def openssl_version() -> str:
     try:
         return subprocess.run(["openssl", "version"], capture_output=True, text=True,
@@ -115,9 +134,16 @@ class ProcStats:
 
     def rss_kb(self) -> Optional[int]:
         """VmRSS from /proc/<pid>/status, or None without /proc."""
+        return self._status("VmRSS")
+
+    def threads(self) -> Optional[int]:
+        """Threads from /proc/<pid>/status, or None without /proc."""
+        return self._status("Threads")
+
+    def _status(self, field: str) -> Optional[int]:
         try:
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         except OSError:
             pass
@@ -184,12 +210,12 @@ class Target:
 
 
 class OurServer(Target):
-    """server/webserver.py exactly as a user runs it, on port 0, logging to a file."""
+    """server/webserver.py (or another tree's, for before/after) as a user runs it, on port 0."""
 
     name = "server/webserver.py"
 
-    def __init__(self, ids: Identities, trusted: Path, log: Path):
-        super().__init__([sys.executable, str(WEBSERVER), "--port", "0",
+    def __init__(self, ids: Identities, trusted: Path, log: Path, webserver: Path = WEBSERVER):
+        super().__init__([sys.executable, str(webserver), "--port", "0",
                           "--tls-cert", str(ids.server_cert), "--tls-key", str(ids.server_key),
                           "--tls-client-certs", str(trusted)], log, BANNER, ROOT)
         banner_pid = int(BANNER.search(self.log.read_text(errors="replace")).group(2))
