@@ -31,7 +31,7 @@ from typing import Callable, Optional, Tuple
 from accesslog import AccessLog
 from http11 import BadRequest, parse_head, response, split_head
 from peer import Peer
-from trust import TrustedSet, fingerprint
+from trust import TrustedSet
 
 log = logging.getLogger("mtls")
 
@@ -372,12 +372,13 @@ class MutualTLSServer:
             log.warning("%s handshake failed: %s", conn.name, describe_handshake_error(exc))
             return REFUSE
         der = conn.sock.getpeercert(binary_form=True)
-        if fingerprint(der) not in conn.trusted:
-            log.warning("%s refused: certificate %s is not in the trusted set (signed by a trusted "
-                        "certificate, but only exact certificates are trusted)",
-                        conn.name, fingerprint(der)[:16])
+        peer = Peer(conn.sock, der)
+        if peer.fingerprint not in conn.trusted:
+            log.warning("%s refused: certificate %s (CN=%s) is not in the trusted set (signed by "
+                        "a trusted certificate, but only exact certificates are trusted)",
+                        conn.name, peer.fingerprint[:16], peer.cn)
             return CLOSE
-        conn.peer = Peer(conn.sock)
+        conn.peer = peer
         return SERVE
 
     def _take_back(self) -> None:

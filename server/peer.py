@@ -24,12 +24,17 @@ def iso_utc(openssl_time: str) -> str:
 class Peer:
     """Who is calling: subject CN, certificate fingerprint and expiry, and the TLS parameters."""
 
-    __slots__ = ("cn", "fingerprint", "not_after", "tls_version", "cipher")
+    __slots__ = ("cn", "fingerprint", "tls_version", "cipher", "_not_after")
 
-    def __init__(self, tls: ssl.SSLSocket):
+    def __init__(self, tls: ssl.SSLSocket, der: bytes):
         cert = tls.getpeercert()
         self.cn = subject_cn(cert)
-        self.fingerprint = fingerprint(tls.getpeercert(binary_form=True))
-        self.not_after = iso_utc(cert["notAfter"])
+        self.fingerprint = fingerprint(der)
         self.tls_version = tls.version()
         self.cipher = tls.cipher()[0]
+        self._not_after = cert["notAfter"]
+
+    @property
+    def not_after(self) -> str:
+        # Parsed on demand: strptime costs ~100 µs, more than the rest of a request.
+        return iso_utc(self._not_after)
