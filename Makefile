@@ -5,7 +5,7 @@ PORT ?= 4443
 CURL_FLAGS = --cacert server-cert.pem --cert client-cert.pem --key client-key.pem
 
 .DEFAULT_GOAL := help
-.PHONY: help certs serve client curl demo test clean bench
+.PHONY: help certs serve client curl demo test test-browser clean bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,9 @@ test: ## run the whole test suite against real curl, openssl s_client and gnutls
 
 bench: ## measure server CPU per mTLS connection and request against openssl s_server (<3 min)
 	$(PYTHON) -m bench
+
+test-browser: ## sign in with headless Chromium and the exported .p12 (as root: writes /etc/chromium policy)
+	$(PYTHON) -W error -m unittest tests.browser_check -v
 
 clean: ## delete generated identities (keys, certificates, .p12 bundles) and caches
 	rm -f server/*.pem client/*.pem client/*.p12
