@@ -8,7 +8,7 @@ CURL_FLAGS = --cacert server-cert.pem --cert client-cert.pem --key client-key.pe
 .PHONY: help certs serve client curl demo test test-browser clean bench
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 certs: ## create the server and client identities (./bootstrap.sh; keeps existing ones)
 	./bootstrap.sh
