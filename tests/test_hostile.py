@@ -1,7 +1,8 @@
 """The server against a hostile network: unusable certificates, slow peers, floods, garbage, leaks.
 
-Every peer talks to 127.0.0.1 only; every loop is bounded in count and in time. The numbers each
-test measures are printed by `-v` runs in the failure messages, so a regression says how far off it is.
+Every peer talks to 127.0.0.1 only; every loop is bounded in count and in time. The resource tests
+print what they measured (RSS, threads, fds, durations) to stderr and put it in their failure
+messages, so a regression says how far off it is.
 """
 
 import collections
@@ -31,7 +32,7 @@ from hardening import insecure_key_mode  # noqa: E402
 SEED = 20261204
 PEER = re.compile(r"127\.0\.0\.1:(\d+)\b")
 # What the server logs when a certificate verifies (OpenSSL builds a chain to a trusted CA) but is
-# not itself in the trusted set: the SHA-256 pin refuses it. Wording from server/tls_server.py.
+# not itself in the trusted set: the SHA-256 pin refuses it. Wording from server/engine.py.
 PIN_REFUSAL = r"refused: certificate [0-9a-f]+\b.* is not in the trusted set"
 
 
