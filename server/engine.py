@@ -15,6 +15,9 @@ Why it is built this way (each point is a mistake the usual tutorial server make
   truncated one.
 - After the handshake the peer is pinned by the SHA-256 of its exact certificate (see trust.py).
 - At most max_connections are open; beyond that new ones wait in the kernel's listen backlog.
+- TLS runs on memory buffers (ssl.SSLObject + MemoryBIO), not SSLSocket: the engine reads the
+  socket once per batch of records and writes once per batch of responses. SSLSocket reads each
+  record with two system calls (header, then body) and could not be told otherwise.
 """
 
 import logging
@@ -65,9 +68,10 @@ HANDSHAKE_REASONS = {
 UNKNOWN_CERTIFICATE_CODES = (18, 19, 20, 21)
 
 # What a connection is doing; the event loop dispatches on it.
-FRESH, HANDSHAKE, OPEN, WRITING, LINGER = "fresh", "handshake", "open", "writing", "linger"
+FRESH, HANDSHAKE, OPEN, LINGER = "fresh", "handshake", "open", "linger"
 # What a handshake step asks the loop to do next.
-WAIT_READ, WAIT_WRITE, SERVE, REFUSE, CLOSE = "wait-read", "wait-write", "serve", "refuse", "close"
+WAIT_READ, WAIT_WRITE, SERVE, REFUSE, CLOSE, DROP = (
+    "wait-read", "wait-write", "serve", "refuse", "close", "drop")
 
 
 def describe_handshake_error(exc: BaseException) -> str:
@@ -102,22 +106,25 @@ def format_address(address) -> str:
 class Connection:
     """One client connection; owned by the event loop, or by one handshake worker at a time."""
 
-    __slots__ = ("sock", "name", "state", "deadline", "inbuf", "outbuf", "skip", "peer",
-                 "context", "trusted", "closing", "events", "next_step")
+    __slots__ = ("sock", "name", "state", "deadline", "tls", "incoming", "outgoing", "inbuf",
+                 "outbuf", "skip", "peer", "trusted", "closing", "fin_sent", "events", "next_step")
 
     def __init__(self, sock: socket.socket, name: str, deadline: float):
-        self.sock = sock
+        self.sock = sock         # the plain TCP socket, for the connection's whole life
         self.name = name
         self.state = FRESH
         self.deadline = deadline
-        self.inbuf = bytearray()
-        self.outbuf = b""
-        self.skip = 0            # bytes of an ignored request body still to discard
+        self.tls: Optional[ssl.SSLObject] = None
+        self.incoming = ssl.MemoryBIO()   # TLS bytes read from the socket, for OpenSSL
+        self.outgoing = ssl.MemoryBIO()   # TLS bytes from OpenSSL, to write to the socket
+        self.inbuf = bytearray()  # decrypted request bytes not yet parsed
+        self.outbuf = b""         # TLS bytes the socket did not take yet
+        self.skip = 0             # bytes of an ignored request body still to discard
         self.peer: Optional[Peer] = None
-        self.context: Optional[ssl.SSLContext] = None
         self.trusted: Optional[TrustedSet] = None
-        self.closing = False     # close (with close_notify) once outbuf is sent
-        self.events = 0          # what the selector watches for; 0 = not registered
+        self.closing = False      # close (with close_notify) once the answer is sent
+        self.fin_sent = False
+        self.events = 0           # what the selector watches for; 0 = not registered
         self.next_step = ""
 
 
@@ -134,7 +141,10 @@ class MutualTLSServer:
         self.max_connections = max_connections
         self.drain_timeout = drain_timeout
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.listener = socket.create_server(address, family=family, backlog=128)
+        # A backlog as deep as the connection limit: a burst of connects waits in the kernel instead of
+        # having its SYNs dropped (and retried a second later).
+        self.listener = socket.create_server(address, family=family,
+                                             backlog=max(128, max_connections))
         self.listener.setblocking(False)
         self.server_address = self.listener.getsockname()
         self.selector = selectors.DefaultSelector()
@@ -170,18 +180,18 @@ class MutualTLSServer:
         self._resume_accepting()
         try:
             while not self._finished():
-                for key, _ in self.selector.select(TICK_SECONDS):
+                for key, mask in self.selector.select(TICK_SECONDS):
                     if key.fileobj is self.listener:
                         self._accept()
                     elif key.data is None:
                         self._take_back()
                     else:
-                        self._on_ready(key.data)
-                self.access_log.flush()
+                        self._on_ready(key.data, mask)
                 now = time.monotonic()
-                if now >= self.next_sweep:  # deadlines are coarse: check them once a tick
+                if now >= self.next_sweep:  # deadlines and the log are coarse: once a tick
                     self.next_sweep = now + TICK_SECONDS
                     self._expire(now)
+                    self.access_log.flush()
         finally:
             for conn in list(self.conns):
                 self._close_now(conn)
@@ -226,17 +236,28 @@ class MutualTLSServer:
                 busy += 1
         log.info("stopping: finishing %d connection(s) in flight (up to %gs)", busy, self.drain_timeout)
 
-    def _on_ready(self, conn: Connection) -> None:
+    def _on_ready(self, conn: Connection, mask: int) -> None:
+        try:
+            if mask & selectors.EVENT_WRITE and conn.outbuf and not self._send(conn):
+                return  # still waiting for the socket to take our bytes
+        except OSError as exc:
+            log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
+            self._close_now(conn)
+            return
         if conn.state == FRESH:
             self._start_tls(conn)
         elif conn.state == HANDSHAKE:
-            self._submit(conn)
+            if mask & selectors.EVENT_READ:
+                self._submit(conn)
+            else:
+                self._watch(conn, selectors.EVENT_READ)
         elif conn.state == OPEN:
-            self._read_requests(conn)
-        elif conn.state == WRITING:
-            self._flush(conn)
+            if mask & selectors.EVENT_READ:
+                self._read_requests(conn)
+            else:
+                self._after_answer(conn)
         elif conn.state == LINGER:
-            self._linger_read(conn)
+            self._linger(conn)
 
     def _accept(self) -> None:
         now = time.monotonic()
@@ -276,14 +297,14 @@ class MutualTLSServer:
                 log.warning("%s handshake failed: timed out after %gs", conn.name,
                             self.handshake_timeout)
                 self._close_now(conn)
+            elif conn.state == OPEN and conn.outbuf:
+                log.warning("%s connection error: client stopped reading the response", conn.name)
+                self._close_now(conn)
             elif conn.state == OPEN and conn.inbuf:
                 log.warning("%s request timed out: incomplete request head", conn.name)
                 self._close_tls(conn)
             elif conn.state == OPEN:
                 self._close_tls(conn)  # idle keep-alive connection: a normal end
-            elif conn.state == WRITING:
-                log.warning("%s connection error: client stopped reading the response", conn.name)
-                self._close_now(conn)
             else:
                 self._close_now(conn)
         if (not self.accepting and not self.draining and now >= self.accept_pause_until
@@ -329,17 +350,12 @@ class MutualTLSServer:
             return
         if first[0] != TLS_HANDSHAKE_RECORD and first.isalpha():
             log.warning("%s refused: plain HTTP sent to the HTTPS port", conn.name)
-            try:
-                conn.sock.send(PLAIN_HTTP_ANSWER)
-            except OSError:
-                pass
+            conn.outbuf = PLAIN_HTTP_ANSWER
             self._linger(conn)
             return
         # Read the context once: a reload swaps self.context, this connection keeps what it began with.
-        conn.context, conn.trusted = self.context, self.trusted
-        self._unwatch(conn)  # before wrapping: wrap_socket detaches the plain socket object
-        conn.sock = conn.context.wrap_socket(conn.sock, server_side=True,
-                                             do_handshake_on_connect=False)
+        context, conn.trusted = self.context, self.trusted
+        conn.tls = context.wrap_bio(conn.incoming, conn.outgoing, server_side=True)
         conn.state = HANDSHAKE
         self._submit(conn)
 
@@ -363,16 +379,19 @@ class MutualTLSServer:
     def _handshake_step(self, conn: Connection) -> str:
         """Advance one handshake as far as the bytes received allow (runs in a worker thread)."""
         try:
-            conn.sock.do_handshake()
+            self._receive(conn)
+            conn.tls.do_handshake()
         except ssl.SSLWantReadError:
-            return WAIT_READ
-        except ssl.SSLWantWriteError:
-            return WAIT_WRITE
+            try:
+                return WAIT_READ if self._send(conn) else WAIT_WRITE
+            except OSError as exc:
+                log.warning("%s handshake failed: %s", conn.name, describe_handshake_error(exc))
+                return DROP
         except (OSError, ValueError) as exc:
             log.warning("%s handshake failed: %s", conn.name, describe_handshake_error(exc))
-            return REFUSE
-        der = conn.sock.getpeercert(binary_form=True)
-        peer = Peer(conn.sock, der)
+            return REFUSE  # OpenSSL's alert is in conn.outgoing: _linger sends it
+        der = conn.tls.getpeercert(binary_form=True)
+        peer = Peer(conn.tls, der)
         if peer.fingerprint not in conn.trusted:
             log.warning("%s refused: certificate %s (CN=%s) is not in the trusted set (signed by "
                         "a trusted certificate, but only exact certificates are trusted)",
@@ -394,14 +413,21 @@ class MutualTLSServer:
             if step == WAIT_READ:
                 self._watch(conn, selectors.EVENT_READ)
             elif step == WAIT_WRITE:
-                self._watch(conn, selectors.EVENT_WRITE)
+                self._watch(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
             elif step == SERVE:
                 conn.state = OPEN
                 conn.deadline = time.monotonic() + self.idle_timeout
-                self._watch(conn, selectors.EVENT_READ)
+                try:
+                    sent = self._send(conn)  # the end of the handshake (TLS 1.2 server Finished)
+                except OSError:
+                    self._close_now(conn)
+                    continue
+                self._watch(conn, selectors.EVENT_READ | (0 if sent else selectors.EVENT_WRITE))
                 self._read_requests(conn)  # the first request often arrives with the handshake
             elif step == CLOSE:
                 self._close_tls(conn)
+            elif step == DROP:
+                self._close_now(conn)
             else:
                 self._linger(conn)
 
@@ -411,30 +437,55 @@ class MutualTLSServer:
         except (BlockingIOError, OSError):
             pass  # already awake (buffer full), or closing
 
+    # -- moving TLS bytes between the socket and OpenSSL's memory buffers ---------------------------
+
+    def _receive(self, conn: Connection) -> None:
+        """One non-blocking read from the socket into OpenSSL's input buffer (EOF included)."""
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        if data:
+            conn.incoming.write(data)
+        else:
+            conn.incoming.write_eof()
+
+    def _send(self, conn: Connection) -> bool:
+        """Write OpenSSL's output and anything left over; True once the socket took it all."""
+        if conn.outgoing.pending:
+            conn.outbuf += conn.outgoing.read()
+        if conn.outbuf:
+            try:
+                sent = conn.sock.send(conn.outbuf)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            conn.outbuf = conn.outbuf[sent:]
+        return not conn.outbuf
+
     # -- HTTP on a verified connection -------------------------------------------------------------
 
     def _read_requests(self, conn: Connection) -> None:
         try:
-            data = conn.sock.recv(READ_SIZE)
-            while data and conn.sock.pending():
-                data += conn.sock.recv(READ_SIZE)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            self._receive(conn)
+            while True:
+                data = conn.tls.read(READ_SIZE)
+                if not data:
+                    raise ssl.SSLZeroReturnError  # read() says close_notify with b"", not raising
+                conn.inbuf += data
+        except ssl.SSLWantReadError:
+            pass  # all complete records decrypted
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            self._close_tls(conn)  # the client closed (close_notify or EOF): answer with ours
             return
         except (OSError, ValueError) as exc:
             log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
             self._close_now(conn)
             return
-        if not data:  # the client closed (close_notify or EOF): answer with ours
-            self._close_tls(conn)
-            return
-        if not conn.inbuf:
-            # Bytes of a new request: from now on the request head has a deadline of its own.
-            conn.deadline = time.monotonic() + self.handshake_timeout
-        conn.inbuf += data
-        self._serve_buffered(conn)
+        if conn.inbuf:
+            self._serve_buffered(conn)
 
     def _serve_buffered(self, conn: Connection) -> None:
-        """Answer every complete request in the buffer (pipelining allowed), in one send."""
+        """Answer every complete request in the buffer (pipelining allowed), in one write."""
         out = []
         while not conn.closing:
             if conn.skip:
@@ -455,8 +506,17 @@ class MutualTLSServer:
                 break
             out.append(self._answer(conn, request))
         if out:
-            conn.outbuf += b"".join(out)
-            self._flush(conn)
+            conn.tls.write(b"".join(out))
+            try:
+                self._send(conn)
+            except OSError as exc:
+                log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
+                self._close_now(conn)
+                return
+            self._after_answer(conn)
+        elif conn.inbuf:
+            # Bytes of a request head are here: it must complete within the handshake timeout.
+            conn.deadline = min(conn.deadline, time.monotonic() + self.handshake_timeout)
 
     def _answer(self, conn: Connection, request) -> bytes:
         keep_alive = request.keep_alive and not self.draining
@@ -475,61 +535,47 @@ class MutualTLSServer:
         conn.closing = not keep_alive
         return response(status, content_type, body, keep_alive, request.method != "HEAD", extra)
 
-    def _flush(self, conn: Connection) -> None:
-        try:
-            sent = conn.sock.send(conn.outbuf)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
-            sent = 0
-        except (OSError, ValueError) as exc:
-            log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
-            self._close_now(conn)
-            return
-        conn.outbuf = conn.outbuf[sent:]
+    def _after_answer(self, conn: Connection) -> None:
+        """Once the answer is out: wait for the socket if it is slow, close, or await the next."""
         if conn.outbuf:  # the client is slow to read: wait until the socket takes more
-            conn.state = WRITING
             conn.deadline = time.monotonic() + self.idle_timeout
             self._watch(conn, selectors.EVENT_WRITE)
             return
         if conn.closing or (self.draining and not conn.inbuf):
             self._close_tls(conn)
             return
-        conn.state = OPEN
         self._watch(conn, selectors.EVENT_READ)
+        conn.deadline = time.monotonic() + self.idle_timeout
         if conn.inbuf:
-            conn.deadline = time.monotonic() + self.handshake_timeout
-            self._serve_buffered(conn)
-        else:
-            conn.deadline = time.monotonic() + self.idle_timeout
+            self._serve_buffered(conn)  # a pipelined request, or the rest of one
 
     # -- closing -----------------------------------------------------------------------------------
 
     def _close_tls(self, conn: Connection) -> None:
-        """Send close_notify, then close without a reset."""
+        """Queue our close_notify, then close without a reset."""
         try:
-            conn.sock.unwrap()  # sends our close_notify; the peer's may come later or never
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, OSError, ValueError):
+            conn.tls.unwrap()  # writes close_notify; the peer's may come later or never
+        except (ssl.SSLWantReadError, OSError, ValueError):
             pass
         self._linger(conn)
 
     def _linger(self, conn: Connection) -> None:
-        """Send FIN, then read and discard until the peer closes or LINGER_SECONDS pass."""
+        """Send what is left, then FIN; read and discard until the peer closes (bounded)."""
+        if conn.state != LINGER:
+            conn.state = LINGER
+            conn.deadline = time.monotonic() + LINGER_SECONDS
         try:
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._close_now(conn)
-            return
-        conn.state = LINGER
-        conn.deadline = time.monotonic() + LINGER_SECONDS
-        self._watch(conn, selectors.EVENT_READ)
-        self._linger_read(conn)
-
-    def _linger_read(self, conn: Connection) -> None:
-        try:
-            # socket.socket.recv, not SSLSocket.recv: only raw bytes are left to throw away.
-            while socket.socket.recv(conn.sock, READ_SIZE):
-                pass
+            if not self._send(conn):
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            if not conn.fin_sent:
+                conn.sock.shutdown(socket.SHUT_WR)
+                conn.fin_sent = True
+            while conn.sock.recv(READ_SIZE):
+                pass  # the peer's leftovers: read and dropped, so that closing sends no reset
         except (BlockingIOError, InterruptedError):
+            self._watch(conn, selectors.EVENT_READ)
             return
         except OSError:
-            pass
+            pass  # the peer is gone already
         self._close_now(conn)
