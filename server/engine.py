@@ -472,6 +472,8 @@ class MutualTLSServer:
                 if not data:
                     raise ssl.SSLZeroReturnError  # read() says close_notify with b"", not raising
                 conn.inbuf += data
+                if not (conn.incoming.pending or conn.tls.pending()):
+                    break  # all decrypted; asking again would only raise SSLWantReadError
         except ssl.SSLWantReadError:
             pass  # all complete records decrypted
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):

@@ -53,19 +53,14 @@ def split_head(buffer: bytearray) -> Optional[bytes]:
 
 def parse_head(head: bytes) -> Request:
     """Request line and the headers the server acts on; anything malformed is a BadRequest."""
-    lines = head.split(b"\r\n")
+    line, _, header_block = head.partition(b"\r\n")
     try:
-        method, target, version = lines[0].decode("ascii").split(" ")
+        method, target, version = line.decode("ascii").split(" ")
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(400, "malformed request line") from None
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadRequest(505, f"unsupported version {version[:16]!r}")
-    fields = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip():
-            raise BadRequest(400, "malformed header line")
-        fields[name.lower()] = value.strip().decode("latin-1")
+    fields = header_fields(header_block) if header_block else {}
     if b"transfer-encoding" in fields:
         raise BadRequest(501, "chunked request bodies are not supported")
     try:
@@ -79,17 +74,33 @@ def parse_head(head: bytes) -> Request:
     return Request(method, target, version, keep_alive, fields.get(b"accept", ""), body_length)
 
 
+def header_fields(block: bytes) -> dict:
+    """The headers the server acts on, by lower-case name; every line must be `name: value`."""
+    fields = {}
+    for line in block.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise BadRequest(400, "malformed header line")
+        name = name.lower()
+        if name in WANTED_HEADERS:
+            fields[name] = value.strip().decode("latin-1")
+    return fields
+
+
+WANTED_HEADERS = frozenset((b"transfer-encoding", b"content-length", b"connection", b"accept"))
+
+
 class DateHeader:
     """The Date header changes once a second; format it once a second, not once a request."""
 
     def __init__(self):
-        self._second = -1
+        self.second = -1
         self._value = b""
 
     def __call__(self) -> bytes:
         now = int(time.time())
-        if now != self._second:
-            self._second = now
+        if now != self.second:
+            self.second = now
             self._value = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
         return self._value
 
@@ -100,12 +111,34 @@ date_header = DateHeader()
 def response(status: int, content_type: str, body: bytes, keep_alive: bool,
              send_body: bool = True, extra: Tuple[Tuple[str, str], ...] = ()) -> bytes:
     """A complete response as one buffer, so it leaves in one TLS record and one send()."""
-    head = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode()),
-            b"Server: " + SERVER_NAME,
-            b"Date: " + date_header(),
-            b"Content-Type: " + content_type.encode(),
-            b"Content-Length: %d" % len(body)]
-    head += [f"{name}: {value}".encode() for name, value in extra]
-    if not keep_alive:
-        head.append(b"Connection: close")
-    return b"\r\n".join(head) + b"\r\n\r\n" + (body if send_body else b"")
+    return response_head(status, content_type, len(body), keep_alive, extra) + (
+        body if send_body else b"")
+
+
+_heads: dict = {}
+_heads_second = -1
+
+
+def response_head(status: int, content_type: str, length: int, keep_alive: bool,
+                  extra: Tuple[Tuple[str, str], ...] = ()) -> bytes:
+    """Status line and headers; the same few heads repeat, so each is built once a second."""
+    global _heads_second
+    date = date_header()
+    if date_header.second != _heads_second:  # the Date header changed: start afresh
+        _heads.clear()
+        _heads_second = date_header.second
+    key = (status, content_type, length, keep_alive, extra)
+    head = _heads.get(key)
+    if head is None:
+        lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode()),
+                 b"Server: " + SERVER_NAME,
+                 b"Date: " + date,
+                 b"Content-Type: " + content_type.encode(),
+                 b"Content-Length: %d" % length]
+        lines += [f"{name}: {value}".encode() for name, value in extra]
+        if not keep_alive:
+            lines.append(b"Connection: close")
+        head = _heads[key] = b"\r\n".join(lines) + b"\r\n\r\n"
+        if len(_heads) > 256:  # bodies of many lengths (whoami pages): do not grow unbounded
+            _heads.clear()
+    return head
