@@ -222,6 +222,7 @@ class MutualTLSServer:
         return self.draining and (not self.conns or time.monotonic() >= self.drain_deadline)
 
     def _begin_drain(self) -> None:
+        self.access_log.flush()  # requests served so far are logged before the stop line
         self.draining = True
         self.drain_deadline = time.monotonic() + self.drain_timeout
         self._pause_accepting()
