@@ -1,5 +1,6 @@
 """Run the real server as users do (a subprocess), and real peers against it, all bounded in time."""
 
+import importlib.util
 import os
 import queue
 import re
@@ -128,10 +129,9 @@ class ServerProcess:
             self.proc.stdout.close()
 
 
-def start_server(owner, ids: Identities, *extra: str) -> ServerProcess:
-    """Start a server for a test (or, given a class, for all its tests); cleanup stops it and
-    fails unless it exits 0 without a traceback."""
-    server = ServerProcess(ids.server_args() + list(extra))
+def stopped_at_cleanup(owner, server: ServerProcess) -> ServerProcess:
+    """Register the server's stop with a test (or a TestCase class); the stop fails the test
+    unless the server exits 0 without a traceback."""
 
     def stop_and_check() -> None:
         code = server.stop()
@@ -140,6 +140,29 @@ def start_server(owner, ids: Identities, *extra: str) -> ServerProcess:
 
     (owner.addClassCleanup if isinstance(owner, type) else owner.addCleanup)(stop_and_check)
     return server
+
+
+def load_client_module():
+    """client/client.py is a script, not a package: load it from its path, for in-process tests."""
+    spec = importlib.util.spec_from_file_location("mtls_client", CLIENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def class_scope(cls) -> unittest.TestCase:
+    """A TestCase instance whose cleanups run when `cls` finishes: identities shared per class."""
+    scope = unittest.TestCase()
+    cls.addClassCleanup(scope.doCleanups)
+    return scope
+
+
+def start_server(owner, ids: Identities, *extra: str) -> ServerProcess:
+    """Start a server for a test (or, given a class, for all its tests); cleanup stops it and
+    fails unless it exits 0 without a traceback."""
+    server = ServerProcess(ids.server_args() + list(extra))
+
+    return stopped_at_cleanup(owner, server)
 
 
 def run(cmd: List[str], timeout: float = 20, input: Optional[str] = None,
@@ -237,13 +260,7 @@ def start_project_server(owner, ids: Identities, *extra: str) -> ServerProcess:
                             stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     server = ServerProcess.adopt(proc)
 
-    def stop_and_check() -> None:
-        code = server.stop()
-        if code != 0 or "Traceback" in server.output():
-            raise AssertionError(f"server exited {code}:\n{server.output()}")
-
-    (owner.addClassCleanup if isinstance(owner, type) else owner.addCleanup)(stop_and_check)
-    return server
+    return stopped_at_cleanup(owner, server)
 
 
 def run_project_client(ids: Identities, port: int, *args: str, path: str = "/") -> subprocess.CompletedProcess:
@@ -267,7 +284,8 @@ def reload_server(server: ServerProcess) -> None:
 __all__ = ["Identities", "ServerProcess", "make_identities", "start_server", "run", "curl",
            "run_client", "stream_peer", "raw_connection", "pid_alive", "require_tool",
            "signal", "ROOT", "CLIENT", "WEBSERVER", "install_code", "start_project_server",
-           "run_project_client", "reload_server"]
+           "run_project_client", "reload_server", "stopped_at_cleanup", "load_client_module",
+           "class_scope"]
 
 
 # -- process accounting for the hostile-peer tests (Linux /proc) ------------------------------------

@@ -7,7 +7,6 @@ URL and a 404 each fail with one line on stderr that says why, and never a trace
 
 import contextlib
 import gc
-import importlib.util
 import io
 import socket
 import ssl
@@ -17,30 +16,15 @@ import sys
 import threading
 import unittest
 import warnings
-from pathlib import Path
 from typing import List, Tuple
 
-from tests.harness import CLIENT, make_identities, run, run_client, start_server
+from tests.harness import (CLIENT, class_scope, load_client_module, make_identities, run,
+                           run_client, start_server)
 
 HELLO = "Hello world!\n"
 
 
-def load_client_module():
-    """client/client.py is a script, not a package: load it from its path."""
-    spec = importlib.util.spec_from_file_location("mtls_client", CLIENT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 client = load_client_module()
-
-
-def class_scope(cls) -> unittest.TestCase:
-    """A TestCase instance whose cleanups run when `cls` finishes: identities shared per class."""
-    scope = unittest.TestCase()
-    cls.addClassCleanup(scope.doCleanups)
-    return scope
 
 
 def call_main(argv: List[str]) -> Tuple[int, str, str]:

@@ -6,7 +6,7 @@ import json
 import ssl
 import unittest
 
-from tests.harness import (Identities, curl, install_code, make_identities, reload_server,
+from tests.harness import (Identities, curl, make_identities, reload_server,
                            run_bootstrap, run_project_client, start_project_server)
 
 P12_PASSWORD = "correct horse battery staple"

@@ -3,34 +3,18 @@
 No sockets: each test reads one setting off the SSLContext built from real bootstrap.sh identities.
 """
 
-import importlib.util
 import ssl
 import sys
 import unittest
 
-from tests.harness import CLIENT, ROOT, make_identities
+from tests.harness import ROOT, class_scope, load_client_module, make_identities
 
 sys.path.insert(0, str(ROOT / "server"))  # webserver.py imports its sibling modules (engine, trust...) as top-level modules
 import webserver  # noqa: E402
 from trust import TrustError, load_trusted_set  # noqa: E402
 
 
-def load_client_module():
-    """client/client.py is a script, not a package: load it from its path."""
-    spec = importlib.util.spec_from_file_location("mtls_client", CLIENT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 client = load_client_module()
-
-
-def class_scope(cls) -> unittest.TestCase:
-    """A TestCase instance whose cleanups run when `cls` finishes: identities shared per class."""
-    scope = unittest.TestCase()
-    cls.addClassCleanup(scope.doCleanups)
-    return scope
 
 
 def handshake(server: ssl.SSLContext, client_side: ssl.SSLContext,
