@@ -7,13 +7,13 @@ shape as the server's other log lines, and written in one batch per event-loop p
 
 import sys
 import time
-from typing import List, TextIO
+from typing import List, Optional, TextIO
 
 
 class AccessLog:
     """Collects request lines; `flush()` writes them at once (the event loop calls it each pass)."""
 
-    def __init__(self, stream: TextIO = None):
+    def __init__(self, stream: Optional[TextIO] = None):
         self.stream = stream
         self.lines: List[str] = []
         self._second = -1
@@ -23,11 +23,15 @@ class AccessLog:
         self.lines.append(f'{self._now()} {peer_name} CN={cn} "{request_line}" {status}\n')
 
     def flush(self) -> None:
-        if self.lines:
+        if not self.lines:
+            return
+        lines, self.lines = self.lines, []
+        try:
             stream = self.stream or sys.stderr
-            stream.write("".join(self.lines))
+            stream.write("".join(lines))
             stream.flush()
-            self.lines.clear()
+        except (OSError, ValueError):
+            pass  # the log's reader is gone (a closed pipe): serving matters more than logging
 
     def _now(self) -> str:
         """'2026-12-04 21:22:42,431', as logging's asctime writes it; the date part cached."""

@@ -20,6 +20,7 @@ Why it is built this way (each point is a mistake the usual tutorial server make
   record with two system calls (header, then body) and could not be told otherwise.
 """
 
+import errno
 import logging
 import os
 import queue
@@ -40,11 +41,14 @@ log = logging.getLogger("mtls")
 
 App = Callable[[str, Peer, str], Tuple[int, str, bytes]]
 
-TLS_HANDSHAKE_RECORD = 0x16
 LINGER_SECONDS = 1.0
 TICK_SECONDS = 0.1
 ACCEPT_BURST = 64
 READ_SIZE = 65536
+MAX_PENDING_OUTPUT = 256 * 1024  # answers waiting for a slow reader; beyond it, stop parsing
+LINGER_READS = 4                 # reads per wake-up while discarding a refused peer's bytes
+# accept() errors that mean "out of resources": back off. Others concern one connection only.
+ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 PLAIN_HTTP_ANSWER = response(
     400, "text/plain",
@@ -74,8 +78,8 @@ WAIT_READ, WAIT_WRITE, SERVE, REFUSE, CLOSE, DROP = (
     "wait-read", "wait-write", "serve", "refuse", "close", "drop")
 
 
-def describe_handshake_error(exc: BaseException) -> str:
-    """One short phrase saying why a handshake failed, for the log line a peer causes."""
+def describe_peer_error(exc: BaseException) -> str:
+    """One short phrase saying why a connection failed, for the one log line a peer causes."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         if exc.verify_code in UNKNOWN_CERTIFICATE_CODES:
             return "client certificate not trusted (not in the trusted set)"
@@ -107,7 +111,8 @@ class Connection:
     """One client connection; owned by the event loop, or by one handshake worker at a time."""
 
     __slots__ = ("sock", "name", "state", "deadline", "tls", "incoming", "outgoing", "inbuf",
-                 "outbuf", "skip", "peer", "trusted", "closing", "fin_sent", "events", "next_step")
+                 "outbuf", "skip", "peer", "trusted", "closing", "peer_done", "fin_sent", "events",
+                 "next_step")
 
     def __init__(self, sock: socket.socket, name: str, deadline: float):
         self.sock = sock         # the plain TCP socket, for the connection's whole life
@@ -118,11 +123,12 @@ class Connection:
         self.incoming = ssl.MemoryBIO()   # TLS bytes read from the socket, for OpenSSL
         self.outgoing = ssl.MemoryBIO()   # TLS bytes from OpenSSL, to write to the socket
         self.inbuf = bytearray()  # decrypted request bytes not yet parsed
-        self.outbuf = b""         # TLS bytes the socket did not take yet
+        self.outbuf = bytearray() # TLS bytes the socket did not take yet
         self.skip = 0             # bytes of an ignored request body still to discard
         self.peer: Optional[Peer] = None
         self.trusted: Optional[TrustedSet] = None
         self.closing = False      # close (with close_notify) once the answer is sent
+        self.peer_done = False    # the client closed its side: answer what is buffered, then close
         self.fin_sent = False
         self.events = 0           # what the selector watches for; 0 = not registered
         self.next_step = ""
@@ -135,7 +141,7 @@ class MutualTLSServer:
                  trusted: TrustedSet, handshake_timeout: float = 5.0, idle_timeout: float = 30.0,
                  max_connections: int = 512, workers: int = 0, drain_timeout: float = 10.0):
         self.app = app
-        self.context, self.trusted = context, trusted
+        self.tls_config = (context, trusted)  # one attribute, so a reload swaps both at once
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
@@ -172,7 +178,7 @@ class MutualTLSServer:
 
     def replace_trust(self, context: ssl.SSLContext, trusted: TrustedSet) -> None:
         """Swap in a new context and trusted set; connections already open keep theirs."""
-        self.context, self.trusted = context, trusted
+        self.tls_config = (context, trusted)
 
     def serve_forever(self) -> None:
         """Run the event loop until shutdown() has drained the connections."""
@@ -181,22 +187,19 @@ class MutualTLSServer:
         try:
             while not self._finished():
                 for key, mask in self.selector.select(TICK_SECONDS):
-                    if key.fileobj is self.listener:
-                        self._accept()
-                    elif key.data is None:
-                        self._take_back()
-                    else:
-                        self._on_ready(key.data, mask)
+                    self._dispatch(key, mask)
                 now = time.monotonic()
                 if now >= self.next_sweep:  # deadlines and the log are coarse: once a tick
                     self.next_sweep = now + TICK_SECONDS
                     self._expire(now)
                     self.access_log.flush()
         finally:
-            for conn in list(self.conns):
-                self._close_now(conn)
-            self.access_log.flush()
-            self.stopped.set()
+            try:
+                for conn in [c for c in self.conns if c.events or c.state != HANDSHAKE]:
+                    self._close_now(conn)  # the loop's own; workers' are closed in server_close
+                self.access_log.flush()
+            finally:
+                self.stopped.set()
 
     def shutdown(self) -> None:
         """Stop accepting, let requests in flight finish (up to drain_timeout), then return."""
@@ -209,12 +212,28 @@ class MutualTLSServer:
             self.jobs.put(None)
         for worker in self.workers:
             worker.join(2)
+        for conn in list(self.conns):  # handshakes cut short by the drain deadline
+            conn.sock.close()
         self.listener.close()
         self.selector.close()
         self.wake_reader.close()
         self.wake_writer.close()
 
     # -- the event loop ----------------------------------------------------------------------------
+
+    def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
+        """Handle one ready socket. A bug met on one connection must not stop the others."""
+        try:
+            if key.fileobj is self.listener:
+                self._accept()
+            elif key.data is None:
+                self._take_back()
+            else:
+                self._on_ready(key.data, mask)
+        except Exception:  # noqa: BLE001 - our bug: keep the traceback, drop only that connection
+            log.exception("internal error in the event loop")
+            if isinstance(key.data, Connection):
+                self._close_now(key.data)
 
     def _finished(self) -> bool:
         if self.stop_requested and not self.draining:
@@ -231,7 +250,7 @@ class MutualTLSServer:
         for conn in list(self.conns):
             if conn.state == FRESH:
                 self._close_now(conn)
-            elif conn.state == OPEN and not conn.inbuf:
+            elif conn.state == OPEN and not conn.inbuf and not conn.outbuf:
                 self._close_tls(conn)  # idle keep-alive: nothing in flight
             elif conn.state != LINGER:
                 busy += 1
@@ -239,10 +258,14 @@ class MutualTLSServer:
 
     def _on_ready(self, conn: Connection, mask: int) -> None:
         try:
-            if mask & selectors.EVENT_WRITE and conn.outbuf and not self._send(conn):
-                return  # still waiting for the socket to take our bytes
+            if mask & selectors.EVENT_WRITE and conn.outbuf:
+                pending = len(conn.outbuf)
+                if not self._send(conn):
+                    if conn.state == OPEN and len(conn.outbuf) < pending:
+                        conn.deadline = time.monotonic() + self.idle_timeout  # slow, not stuck
+                    return  # still waiting for the socket to take our bytes
         except OSError as exc:
-            log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
+            log.warning("%s connection error: %s", conn.name, describe_peer_error(exc))
             self._close_now(conn)
             return
         if conn.state == FRESH:
@@ -267,12 +290,18 @@ class MutualTLSServer:
                 sock, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. out of file descriptors: back off instead of spinning
+            except OSError as exc:
+                if exc.errno not in ACCEPT_EXHAUSTED:
+                    continue  # that one connection failed (e.g. reset while queued): next
                 log.error("accept failed: %s; pausing accepts for a second", exc.strerror or exc)
-                self._pause_accepting(now + 1.0)
+                self._pause_accepting(now + 1.0)  # out of descriptors: back off, do not spin
                 return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # BSDs refuse options on a socket the peer already reset
+                sock.close()
+                continue
             conn = Connection(sock, format_address(address), now + self.handshake_timeout)
             self.conns.add(conn)
             self._watch(conn, selectors.EVENT_READ)
@@ -342,20 +371,20 @@ class MutualTLSServer:
         except BlockingIOError:
             return
         except OSError as exc:
-            log.warning("%s handshake failed: %s", conn.name, describe_handshake_error(exc))
+            log.warning("%s handshake failed: %s", conn.name, describe_peer_error(exc))
             self._close_now(conn)
             return
         if not first:
             log.info("%s closed before sending anything", conn.name)
             self._close_now(conn)
             return
-        if first[0] != TLS_HANDSHAKE_RECORD and first.isalpha():
+        if first.isalpha():  # a method name; a TLS record starts with 0x16
             log.warning("%s refused: plain HTTP sent to the HTTPS port", conn.name)
-            conn.outbuf = PLAIN_HTTP_ANSWER
+            conn.outbuf += PLAIN_HTTP_ANSWER
             self._linger(conn)
             return
-        # Read the context once: a reload swaps self.context, this connection keeps what it began with.
-        context, conn.trusted = self.context, self.trusted
+        # Read the pair once: a reload swaps it, this connection keeps what it began with.
+        context, conn.trusted = self.tls_config
         conn.tls = context.wrap_bio(conn.incoming, conn.outgoing, server_side=True)
         conn.state = HANDSHAKE
         self._submit(conn)
@@ -386,10 +415,10 @@ class MutualTLSServer:
             try:
                 return WAIT_READ if self._send(conn) else WAIT_WRITE
             except OSError as exc:
-                log.warning("%s handshake failed: %s", conn.name, describe_handshake_error(exc))
+                log.warning("%s handshake failed: %s", conn.name, describe_peer_error(exc))
                 return DROP
         except (OSError, ValueError) as exc:
-            log.warning("%s handshake failed: %s", conn.name, describe_handshake_error(exc))
+            log.warning("%s handshake failed: %s", conn.name, describe_peer_error(exc))
             return REFUSE  # OpenSSL's alert is in conn.outgoing: _linger sends it
         der = conn.tls.getpeercert(binary_form=True)
         peer = Peer(conn.tls, der)
@@ -460,7 +489,7 @@ class MutualTLSServer:
                 sent = conn.sock.send(conn.outbuf)
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            conn.outbuf = conn.outbuf[sent:]
+            del conn.outbuf[:sent]
         return not conn.outbuf
 
     # -- HTTP on a verified connection -------------------------------------------------------------
@@ -478,19 +507,21 @@ class MutualTLSServer:
         except ssl.SSLWantReadError:
             pass  # all complete records decrypted
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            self._close_tls(conn)  # the client closed (close_notify or EOF): answer with ours
-            return
+            # The client closed its side (close_notify or EOF). TLS 1.3 allows that half-close
+            # right after a request: answer what is complete, then close with ours.
+            conn.peer_done = True
         except (OSError, ValueError) as exc:
-            log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
+            log.warning("%s connection error: %s", conn.name, describe_peer_error(exc))
             self._close_now(conn)
             return
-        if conn.inbuf:
+        if conn.inbuf or conn.peer_done:
             self._serve_buffered(conn)
 
     def _serve_buffered(self, conn: Connection) -> None:
         """Answer every complete request in the buffer (pipelining allowed), in one write."""
         out = []
-        while not conn.closing:
+        room = MAX_PENDING_OUTPUT - len(conn.outbuf)
+        while not conn.closing and room > 0:
             if conn.skip:
                 dropped = min(conn.skip, len(conn.inbuf))
                 del conn.inbuf[:dropped]
@@ -508,15 +539,20 @@ class MutualTLSServer:
                 conn.closing = True
                 break
             out.append(self._answer(conn, request))
+            room -= len(out[-1])
+        if conn.peer_done:
+            conn.closing = True
         if out:
-            conn.tls.write(b"".join(out))
             try:
+                conn.tls.write(b"".join(out))
                 self._send(conn)
             except OSError as exc:
-                log.warning("%s connection error: %s", conn.name, describe_handshake_error(exc))
+                log.warning("%s connection error: %s", conn.name, describe_peer_error(exc))
                 self._close_now(conn)
                 return
             self._after_answer(conn)
+        elif conn.closing:
+            self._close_tls(conn)
         elif conn.inbuf:
             # Bytes of a request head are here: it must complete within the handshake timeout.
             conn.deadline = min(conn.deadline, time.monotonic() + self.handshake_timeout)
@@ -574,8 +610,12 @@ class MutualTLSServer:
             if not conn.fin_sent:
                 conn.sock.shutdown(socket.SHUT_WR)
                 conn.fin_sent = True
-            while conn.sock.recv(READ_SIZE):
-                pass  # the peer's leftovers: read and dropped, so that closing sends no reset
+            for _ in range(LINGER_READS):  # bounded: a peer that keeps sending waits its turn
+                if not conn.sock.recv(READ_SIZE):
+                    break  # the peer closed: now closing sends no reset
+            else:
+                self._watch(conn, selectors.EVENT_READ)
+                return
         except (BlockingIOError, InterruptedError):
             self._watch(conn, selectors.EVENT_READ)
             return

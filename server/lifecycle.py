@@ -50,20 +50,25 @@ def reload(server, load: Callable[[], Tuple[object, object]]) -> None:
 
 
 def serve_until_stopped(server, load: Callable[[], Tuple[object, object]],
-                        on_ready: Callable[[], None] = lambda: None) -> None:
-    """Run the event loop in a thread; reload on SIGHUP; on SIGINT/SIGTERM drain and close."""
+                        on_ready: Callable[[], None] = lambda: None) -> bool:
+    """Run the event loop in a thread; reload on SIGHUP; on SIGINT/SIGTERM drain and close.
+    Returns False if the event loop died on its own (a bug): the caller exits non-zero."""
     life = Lifecycle()
     life.install()
     loop = threading.Thread(target=server.serve_forever, name="event-loop", daemon=True)
     loop.start()
     on_ready()
-    while not life.stop_requested:
+    while not life.stop_requested and loop.is_alive():
         # A timeout keeps the loop responsive even where a signal cannot interrupt the wait.
         life.wake.wait(0.5)
         life.wake.clear()
         if life.reload_requested:
             life.reload_requested = False
             reload(server, load)
+    healthy = loop.is_alive()
+    if not healthy:
+        log.error("the event loop stopped unexpectedly; exiting")
     server.shutdown()  # stops accepting, lets requests in flight finish, bounded
     loop.join()
     server.server_close()
+    return healthy

@@ -26,7 +26,7 @@ class Peer:
 
     __slots__ = ("cn", "fingerprint", "tls_version", "cipher", "_not_after")
 
-    def __init__(self, tls: ssl.SSLSocket, der: bytes):
+    def __init__(self, tls: ssl.SSLObject, der: bytes):
         cert = tls.getpeercert()
         self.cn = subject_cn(cert)
         self.fingerprint = fingerprint(der)

@@ -2,15 +2,18 @@
 
 import http.client
 import random
+import re
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import time
 import unittest
 
-from tests.harness import (WEBSERVER, ServerProcess, curl, make_identities, raw_connection,
-                           require_tool, run, start_project_server, start_server, stream_peer)
+from tests.harness import (WEBSERVER, ServerProcess, curl, install_code, make_identities,
+                           raw_connection, require_tool, run, start_project_server, start_server,
+                           stream_peer)
 
 REQUEST_AND_CLOSE = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
@@ -264,7 +267,24 @@ class RunsTheWayUsersRunIt(unittest.TestCase):
                 self.assertNotIn("Traceback", server.output())
                 self.assertIn("stopped", server.output())
 
-    def test_missing_certificate_files_name_the_file_and_the_fix(self):
+    def test_missing_default_files_name_the_file_and_bootstrap(self):
+        ids = make_identities(self)
+        install_code(ids)
+        for name in ("server-cert.pem", "server-key.pem", "client-cert.pem"):
+            with self.subTest(missing=name):
+                target = ids.project / "server" / name
+                hidden = target.rename(target.with_suffix(".hidden"))
+                try:
+                    result = run([sys.executable, "webserver.py", "--port", "0"], timeout=10,
+                                 cwd=ids.project / "server")
+                finally:
+                    hidden.rename(target)
+                self.assertEqual(result.returncode, 2)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertIn(name, result.stderr)
+                self.assertIn("./bootstrap.sh", result.stderr)
+
+    def test_missing_files_given_as_flags_are_named(self):
         ids = make_identities(self)
         for flag, attribute in (("--tls-cert", "server_cert"), ("--tls-key", "server_key"),
                                 ("--tls-client-certs", "trusted")):
@@ -276,7 +296,34 @@ class RunsTheWayUsersRunIt(unittest.TestCase):
                 self.assertEqual(result.returncode, 2)
                 self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
                 self.assertIn(str(missing), result.stderr)
-                self.assertIn("./bootstrap.sh", result.stderr)
+                self.assertIn("check the path", result.stderr)
+
+    def test_values_that_would_stop_serving_are_usage_errors(self):
+        ids = make_identities(self)
+        for bad in (["--port", "70000"], ["--max-connections", "0"], ["--session-tickets", "-1"],
+                    ["--handshake-timeout", "0"], ["--idle-timeout", "-5"]):
+            with self.subTest(args=bad):
+                result = run([sys.executable, str(WEBSERVER), *ids.server_args(), *bad], timeout=10)
+                self.assertEqual(result.returncode, 2)
+                self.assertIn(bad[0], result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+
+    def test_keeps_serving_when_its_log_reader_goes_away(self):
+        # e.g. `webserver.py | tee log` and tee is killed: writes to stderr now fail (EPIPE).
+        ids = make_identities(self)
+        proc = subprocess.Popen([sys.executable, str(WEBSERVER), "--port", "0", *ids.server_args()],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        self.addCleanup(proc.wait, 10)
+        self.addCleanup(proc.kill)
+        port = int(re.search(r":(\d+)/ \(pid", proc.stderr.readline()).group(1))
+        proc.stderr.close()  # the reader is gone
+        for attempt in range(3):
+            with self.subTest(request=attempt):
+                result = curl(self, ids, port, "--max-time", "5")
+                self.assertEqual((result.returncode, result.stdout), (0, "Hello world!"),
+                                 result.stderr)
+                time.sleep(0.3)  # past a log flush, which now fails
 
     def test_port_in_use_is_one_clear_line(self):
         ids = make_identities(self)
