@@ -5,6 +5,7 @@ per request than the whole TLS record layer; this parser reads only the request 
 headers the server acts on, and refuses what it does not implement instead of guessing.
 """
 
+import re
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -41,7 +42,7 @@ def split_head(buffer: bytearray) -> Optional[bytes]:
     """Remove and return one complete request head from buffer, or None if it is not all here."""
     while buffer.startswith(b"\r\n"):  # RFC 9112: ignore empty lines before a request
         del buffer[:2]
-    end = buffer.find(b"\r\n\r\n")
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)  # never search past the limit
     if end < 0:
         if len(buffer) > MAX_HEAD_BYTES:
             raise BadRequest(431, "request head too large")
@@ -54,6 +55,8 @@ def split_head(buffer: bytearray) -> Optional[bytes]:
 def parse_head(head: bytes) -> Request:
     """Request line and the headers the server acts on; anything malformed is a BadRequest."""
     line, _, header_block = head.partition(b"\r\n")
+    if CONTROL_CHARACTERS.search(line):  # it goes into the log: no forged lines, no escapes
+        raise BadRequest(400, "control character in the request line")
     try:
         method, target, version = line.decode("ascii").split(" ")
     except (UnicodeDecodeError, ValueError):
@@ -63,14 +66,14 @@ def parse_head(head: bytes) -> Request:
     fields = header_fields(header_block) if header_block else {}
     if b"transfer-encoding" in fields:
         raise BadRequest(501, "chunked request bodies are not supported")
-    try:
-        body_length = int(fields.get(b"content-length", "0"))
-    except ValueError:
-        raise BadRequest(400, "malformed Content-Length") from None
-    if not 0 <= body_length <= MAX_BODY_BYTES:
+    length = fields.get(b"content-length", "0")
+    if not (length.isascii() and length.isdigit()):  # int() would also take "+5", " 5", "0_5"
+        raise BadRequest(400, "malformed Content-Length")
+    body_length = int(length)
+    if body_length > MAX_BODY_BYTES:
         raise BadRequest(413, "request body too large")
-    connection = fields.get(b"connection", "").lower()
-    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    tokens = {token.strip() for token in fields.get(b"connection", "").lower().split(",")}
+    keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
     return Request(method, target, version, keep_alive, fields.get(b"accept", ""), body_length)
 
 
@@ -83,11 +86,16 @@ def header_fields(block: bytes) -> dict:
             raise BadRequest(400, "malformed header line")
         name = name.lower()
         if name in WANTED_HEADERS:
-            fields[name] = value.strip().decode("latin-1")
+            value = value.strip().decode("latin-1")
+            if name == b"content-length" and fields.get(name, value) != value:
+                # Two different lengths: which one a proxy used is unknowable (request smuggling).
+                raise BadRequest(400, "conflicting Content-Length headers")
+            fields[name] = value
     return fields
 
 
 WANTED_HEADERS = frozenset((b"transfer-encoding", b"content-length", b"connection", b"accept"))
+CONTROL_CHARACTERS = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 class DateHeader:
@@ -110,7 +118,7 @@ date_header = DateHeader()
 
 def response(status: int, content_type: str, body: bytes, keep_alive: bool,
              send_body: bool = True, extra: Tuple[Tuple[str, str], ...] = ()) -> bytes:
-    """A complete response as one buffer, so it leaves in one TLS record and one send()."""
+    """A complete response as one buffer: one TLS write, one send() (one record up to 16 KiB)."""
     return response_head(status, content_type, len(body), keep_alive, extra) + (
         body if send_body else b"")
 

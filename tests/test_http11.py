@@ -53,6 +53,29 @@ class ParsesRequests(unittest.TestCase):
                     parse(raw)
                 self.assertEqual(caught.exception.status, status)
 
+    def test_oversized_head_is_refused_even_when_it_arrives_whole(self):
+        buffer = bytearray(b"GET / HTTP/1.1\r\nX: " + b"a" * http11.MAX_HEAD_BYTES + b"\r\n\r\n")
+        with self.assertRaises(http11.BadRequest) as caught:
+            http11.split_head(buffer)
+        self.assertEqual(caught.exception.status, 431)
+
+    def test_ambiguous_lengths_and_log_forging_are_refused(self):
+        cases = [b"GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nContent-Length: 0_5\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 0\r\n\r\n",
+                 b"GET /x\x1b[31m HTTP/1.1\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n"]
+        for raw in cases:
+            with self.subTest(raw=raw):
+                with self.assertRaises(http11.BadRequest) as caught:
+                    parse(raw)
+                self.assertEqual(caught.exception.status, 400)
+        same_twice = b"GET / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"
+        self.assertEqual(parse(same_twice)[0].body_length, 3)
+
+    def test_connection_header_is_a_list_of_tokens(self):
+        self.assertFalse(parse(b"GET / HTTP/1.1\r\nConnection: close, TE\r\n\r\n")[0].keep_alive)
+        self.assertTrue(parse(b"GET / HTTP/1.1\r\nConnection: TE\r\n\r\n")[0].keep_alive)
+
     def test_response_is_one_buffer_with_length_and_close(self):
         raw = http11.response(200, "text/plain", b"Hello world!", keep_alive=False)
         head, _, body = raw.partition(b"\r\n\r\n")
@@ -94,6 +117,35 @@ class SpeaksHttpOnTheWire(unittest.TestCase):
         answer = self.exchange(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
         self.assertTrue(answer.startswith(b"HTTP/1.1 501 "), answer[:60])
         self.assertIn(b"Connection: close", answer)
+
+    def test_request_then_close_notify_still_gets_its_answer(self):
+        # TLS 1.3 half-close: the client sends a request and its close_notify in one go.
+        context = ssl.create_default_context(cafile=str(self.ids.cacert))
+        context.load_cert_chain(self.ids.client_cert, self.ids.client_key)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as plain:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    plain.sendall(outgoing.read())
+                    incoming.write(plain.recv(65536))
+            tls.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            with self.assertRaises(ssl.SSLWantReadError):
+                tls.unwrap()  # queues our close_notify behind the request
+            plain.sendall(outgoing.read())
+            while chunk := plain.recv(65536):
+                incoming.write(chunk)
+        answer = b""
+        try:
+            while data := tls.read(65536):
+                answer += data
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK"), answer)
+        self.assertTrue(answer.endswith(b"Hello world!"), answer)
 
     def test_request_body_is_read_and_ignored(self):
         answer = self.exchange(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
