@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from lifecycle import serve_until_stopped
 from engine import MutualTLSServer
 from hardening import insecure_key_mode
+from lifecycle import serve_until_stopped
 from peer import Peer
 from trust import TrustedSet, TrustError, load_trusted_set
 from whoami import whoami_response
@@ -26,7 +26,7 @@ log = logging.getLogger("mtls")
 
 def server_context(cert: Path, key: Path, trusted: TrustedSet,
                    session_tickets: int = 0) -> ssl.SSLContext:
-    """The whole security policy of the server, in one place."""
+    """The server's TLS policy in one place (the engine adds one check after the handshake)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2          # TLS 1.3 is on and preferred
     context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")      # TLS 1.2: forward secrecy + AEAD only
@@ -35,12 +35,15 @@ def server_context(cert: Path, key: Path, trusted: TrustedSet,
     context.load_cert_chain(cert, key)                        # who we are
     context.verify_mode = ssl.CERT_REQUIRED                   # a client certificate is mandatory...
     context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_verify_locations(cadata=trusted.pem)         # ...and must be one of these exactly
+    context.load_verify_locations(cadata=trusted.pem)         # ...and must chain to one of these.
+    # OpenSSL also accepts a certificate merely *signed by* a trusted one, so after each handshake
+    # the engine pins the peer to the SHA-256 of an exact trusted certificate (trust.py).
     return context
 
 
 def answer(path: str, peer: Peer, accept: str = "") -> Tuple[int, str, bytes]:
-    """The whole application: status, content type and body for a GET from a verified peer."""
+    """The whole application: status, content type and body for a GET (or HEAD) from a verified
+    peer."""
     route = urlsplit(path).path
     if route == "/":
         return 200, "text/plain", b"Hello world!"
@@ -55,7 +58,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         epilog="kill -HUP <pid> reloads the certificate, key and trusted client certificates.")
     parser.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
                         help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=4443, help="port (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=4443,
+                        help="port (default: %(default)s; 0 picks a free one)")
     parser.add_argument("--tls-cert", type=Path, default=HERE / "server-cert.pem", metavar="PATH",
                         help="server certificate (default: server/server-cert.pem)")
     parser.add_argument("--tls-key", type=Path, default=HERE / "server-key.pem", metavar="PATH",
@@ -64,7 +68,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="trusted client certificates: a PEM bundle or a directory of *.pem; "
                              "repeatable (default: server/client-cert.pem and server/clients/)")
     parser.add_argument("--handshake-timeout", type=float, default=5.0, metavar="SECONDS",
-                        help="drop peers that have not finished the TLS handshake (default: %(default)s)")
+                        help="drop peers that have not finished the TLS handshake, or a request "
+                             "head they started, within this time (default: %(default)s)")
     parser.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="close keep-alive connections idle this long (default: %(default)s)")
     parser.add_argument("--max-connections", type=int, default=512, metavar="N",
@@ -72,12 +77,28 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                              "(default: %(default)s)")
     parser.add_argument("--session-tickets", type=int, default=0, metavar="N",
                         help="TLS 1.3 session tickets sent per full handshake; they let returning "
-                             "clients resume cheaply but cost CPU on every full handshake "
-                             "(default: %(default)s, see bench/RESULTS.md)")
+                             "clients resume, but cost server CPU on every handshake, more than "
+                             "resuming saves on a local network (default: %(default)s; "
+                             "see bench/RESULTS.md)")
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="on SIGTERM, how long requests in flight may take to finish "
                              "(default: %(default)s)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_ranges(parser, args)
+    return args
+
+
+def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse values that would crash later or quietly stop the server from serving."""
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0 to 65535, got {args.port}")
+    for flag in ("handshake_timeout", "idle_timeout", "drain_timeout"):
+        if not 0 < getattr(args, flag) <= 86400:
+            parser.error(f"--{flag.replace('_', '-')} must be more than 0 and at most 86400 seconds")
+    if args.max_connections < 1:
+        parser.error(f"--max-connections must be at least 1, got {args.max_connections}")
+    if not 0 <= args.session_tickets <= 16:
+        parser.error(f"--session-tickets must be 0 to 16, got {args.session_tickets}")
 
 
 def trusted_paths(args: argparse.Namespace) -> List[Path]:
@@ -96,7 +117,8 @@ def load_tls(args: argparse.Namespace) -> Tuple[ssl.SSLContext, TrustedSet]:
     """Read identity and trusted set from disk: at start-up, and again on every reload."""
     for path in (args.tls_cert, args.tls_key):
         if not path.is_file():
-            raise ConfigError(f"missing {path}; run ./bootstrap.sh first to create the identities")
+            raise ConfigError(f"{'not a file' if path.exists() else 'missing'}: {path}; "
+                              + fix_for(path))
     problem = insecure_key_mode(args.tls_key)
     if problem:
         raise ConfigError(problem)
@@ -104,10 +126,22 @@ def load_tls(args: argparse.Namespace) -> Tuple[ssl.SSLContext, TrustedSet]:
         trusted = load_trusted_set(trusted_paths(args))
         return server_context(args.tls_cert, args.tls_key, trusted, args.session_tickets), trusted
     except TrustError as exc:
-        raise ConfigError(f"{exc}; run ./bootstrap.sh first to create the identities") from None
+        fix = "check the paths given to --tls-client-certs" if args.tls_client_certs else \
+            fix_for(HERE / "client-cert.pem")
+        raise ConfigError(f"{exc}; {fix}") from None
     except ssl.SSLError as exc:
         raise ConfigError(f"cannot load the TLS identity ({exc.reason or exc}); check the "
                           "certificate matches the key, or re-run ./bootstrap.sh --force") from None
+    except OSError as exc:  # e.g. a key owned by another user
+        raise ConfigError(f"cannot read {exc.filename or args.tls_key}: {exc.strerror or exc}; "
+                          "run the server as the user who owns its key") from None
+
+
+def fix_for(path: Path) -> str:
+    """The fix to print for a missing file: bootstrap for our own files, else check the flag."""
+    if path.parent == HERE:
+        return "run ./bootstrap.sh first to create the identities"
+    return "check the path given on the command line"
 
 
 def listen(args: argparse.Namespace, context: ssl.SSLContext, trusted: TrustedSet) -> MutualTLSServer:
@@ -118,7 +152,8 @@ def listen(args: argparse.Namespace, context: ssl.SSLContext, trusted: TrustedSe
                                max_connections=args.max_connections,
                                drain_timeout=args.drain_timeout)
     except OSError as exc:
-        hint = "; is another server running? choose another --port" if exc.errno == errno.EADDRINUSE else ""
+        in_use = exc.errno == errno.EADDRINUSE
+        hint = "; is another server running? choose another --port" if in_use else ""
         raise ConfigError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}{hint}") from None
 
 
@@ -139,9 +174,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                  "Ctrl-C stops, kill -HUP %d reloads", shown, port, os.getpid(), len(trusted),
                  os.getpid())
 
-    serve_until_stopped(server, lambda: load_tls(args), announce)
+    healthy = serve_until_stopped(server, lambda: load_tls(args), announce)
     log.info("stopped")
-    return 0
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":
