@@ -133,6 +133,12 @@ def fetch(url: str, context: ssl.SSLContext, timeout: float, verbose: bool,
             conn.connect()  # TCP connect and TLS handshake: the server proves itself here
         except ssl.SSLError as exc:
             raise explain_tls_error(exc, host, cacert, cert) from None
+        except socket.timeout as exc:
+            if "handshake" in str(exc):  # TCP connected, TLS never completed
+                raise ClientError(f"{host}:{port} accepted the connection but did not complete a "
+                                  f"TLS handshake within {timeout:g}s; is it the HTTPS port?") from None
+            raise ClientError(f"cannot reach the server at {host}:{port}: no answer within "
+                              f"{timeout:g}s; is it running, and is the address right?") from None
         except OSError as exc:
             raise ClientError(f"cannot reach the server at {host}:{port}: "
                               f"{exc.strerror or exc}; is it running?") from None
@@ -146,7 +152,8 @@ def fetch(url: str, context: ssl.SSLContext, timeout: float, verbose: bool,
             body = response.read()
         except ssl.SSLError as exc:
             raise explain_tls_error(exc, host, cacert, cert) from None
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+        except (http.client.RemoteDisconnected, ConnectionResetError, ConnectionAbortedError,
+                BrokenPipeError) as exc:
             raise rejected(f"connection closed before any answer: {exc}", cert) from None
         except socket.timeout:
             raise ClientError(f"the server at {host}:{port} did not answer within {timeout:g}s") from None

@@ -276,6 +276,16 @@ class Unreachable(ClientTestCase):
         self.assertEqual(code, 1, err)
         self.assertOneLineError(err, "cannot reach", f"localhost:{port}")
 
+    def test_silent_listener_is_reported_as_no_tls_handshake(self):
+        with socket.socket() as silent:  # accepts (the kernel does), never speaks TLS
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            port = silent.getsockname()[1]
+            result = run_client(self.ids, port, "--timeout", "1")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertOneLineError(result.stderr, "did not complete a TLS handshake",
+                                f"localhost:{port}")
+
 
 class OwnFiles(ClientTestCase):
     """Problems with our own files exit 2 before any connection, and name the file."""
