@@ -46,6 +46,8 @@ def split_head(buffer: bytearray) -> Optional[bytes]:
     if end < 0:
         if len(buffer) > MAX_HEAD_BYTES:
             raise BadRequest(431, "request head too large")
+        if b"\n\n" in buffer:  # bare-LF lines: say so now rather than wait for the timeout
+            raise BadRequest(400, "request lines must end with CRLF")
         return None
     head = bytes(buffer[:end])
     del buffer[:end + 4]

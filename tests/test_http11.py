@@ -72,6 +72,11 @@ class ParsesRequests(unittest.TestCase):
         same_twice = b"GET / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"
         self.assertEqual(parse(same_twice)[0].body_length, 3)
 
+    def test_bare_lf_lines_are_refused_at_once(self):
+        with self.assertRaises(http11.BadRequest) as caught:
+            http11.split_head(bytearray(b"GET / HTTP/1.1\nHost: x\n\n"))
+        self.assertEqual(caught.exception.status, 400)
+
     def test_connection_header_is_a_list_of_tokens(self):
         self.assertFalse(parse(b"GET / HTTP/1.1\r\nConnection: close, TE\r\n\r\n")[0].keep_alive)
         self.assertTrue(parse(b"GET / HTTP/1.1\r\nConnection: TE\r\n\r\n")[0].keep_alive)
