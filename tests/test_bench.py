@@ -10,7 +10,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from bench import bench
+from bench import ab, bench
 from tests.support import ROOT, require_tool
 
 HANDSHAKE_ROWS = [f"handshake/{keys}/tls{tls}/c{c}"
@@ -119,6 +119,62 @@ class BenchArgumentsTest(unittest.TestCase):
     def test_rejects_zero_load_processes(self):
         with self.assertRaises(SystemExit) as caught, contextlib.redirect_stderr(io.StringIO()):
             bench.main(["--workers", "0"])
+        self.assertEqual(caught.exception.code, 2)
+
+
+class QuickABTest(unittest.TestCase):
+    """`python3 -m bench.ab --quick` compares two server trees (here one tree twice); shape only."""
+
+    @classmethod
+    def setUpClass(cls):
+        require_tool(cls(), "openssl")
+        tmp = tempfile.TemporaryDirectory(prefix="mtls-bench-ab-test-")
+        cls.addClassCleanup(tmp.cleanup)
+        path = Path(tmp.name) / "ab.json"
+        server = "server/webserver.py"
+        cls.result = subprocess.run([sys.executable, "-W", "error", "-m", "bench.ab", "--quick",
+                                     "--json", str(path), server, server], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=120,
+                                    stdin=subprocess.DEVNULL)
+        if cls.result.returncode != 0:
+            raise AssertionError(f"bench.ab --quick exited {cls.result.returncode}:\n"
+                                 f"{cls.result.stderr}")
+        cls.report = json.loads(path.read_text())
+
+    def test_reports_both_servers_with_every_phase_measured(self):
+        servers = self.report["servers"]
+        self.assertEqual([s["id"] for s in servers], ["A", "B"])
+        for entry in servers:
+            self.assertEqual(Path(entry["path"]), ROOT / "server" / "webserver.py")
+            for phase in ("keepalive", "handshake"):
+                part = entry[phase]
+                self.assertEqual(len(part["rounds"]), 1, f"{entry['id']} {phase}")
+                self.assertGreater(part["n"][0], 0, f"{entry['id']} {phase}: nothing completed")
+                self.assertIsInstance(part["errors"], int, f"{entry['id']} {phase}")
+                if not self.report["cpu_measured"]:
+                    continue
+                for key in ("median", "min", "max", "ratio"):
+                    value = part[key]
+                    self.assertIsInstance(value, numbers.Real, f"{entry['id']} {phase} {key}")
+                    self.assertNotIsInstance(value, bool, f"{entry['id']} {phase} {key}")
+                    self.assertGreaterEqual(value, 0, f"{entry['id']} {phase} {key}")
+
+    def test_ratios_are_to_the_first_server(self):
+        if not self.report["cpu_measured"]:
+            self.skipTest("no /proc: server CPU is not measured")
+        for phase in ("keepalive", "handshake"):
+            self.assertEqual(self.report["servers"][0][phase]["ratio"], 1.0, phase)
+
+    def test_prints_one_row_per_server_under_the_table_header(self):
+        out = self.result.stdout
+        self.assertRegex(out, r"(?m)^command: python3 -m bench\.ab --quick --json ")
+        self.assertRegex(out, r"(?m)^ +server +keep-alive µs CPU/req .+ ratio$")
+        self.assertRegex(out, r"(?m)^A  .*server/webserver\.py")
+        self.assertRegex(out, r"(?m)^B  .*server/webserver\.py")
+
+    def test_rejects_a_single_server(self):
+        with self.assertRaises(SystemExit) as caught, contextlib.redirect_stderr(io.StringIO()):
+            ab.main(["server/webserver.py"])
         self.assertEqual(caught.exception.code, 2)
 
 
