@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from bench.bench import Bench, Settings, fmt, loadavg, machine, summarize
+from bench.bench import Bench, Settings, aligned, fmt, loadavg, machine, summarize
 from bench.load import LoadWorkers
 from bench.targets import BenchError, Identities, OurServer, describe_source, make_identities
 
@@ -152,10 +152,7 @@ def render(report: dict) -> str:
             row += [fmt(part["median"]), f"{fmt(part['min'])}-{fmt(part['max'])}",
                     fmt(part["ratio"], 2)]
         table.append(row)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        lines.append("  ".join(cell.ljust(w) if i in (0, 1) else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(r, widths))).rstrip())
+    lines.extend(aligned(table, left={0, 1}))
     lines.append("")
     lines.extend(report["notes"])
     return "\n".join(lines)

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Set
 
 from bench.load import LoadWorkers, percentile
 from bench.targets import (WEBSERVER, BenchError, Identities, OurServer, ReferenceServer,
@@ -256,6 +256,14 @@ UNITS = {"us_cpu_per_connection": "µs CPU/conn", "us_cpu_per_request": "µs CPU
          "kB_rss": "kB RSS", "kB_rss_per_connection": "kB RSS/conn"}
 
 
+def aligned(table: List[List[str]], left: Set[int]) -> List[str]:
+    """Rows of cells as text columns: the `left` columns flush left, numbers flush right."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.ljust(width) if i in left else cell.rjust(width)
+                      for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+            for row in table]
+
+
 def fmt(value, digits: int = 0) -> str:
     if value is None:
         return "-"
@@ -285,11 +293,7 @@ def render(report: dict) -> str:
                       fmt(row.get("p50_ms"), 2), fmt(row.get("p99_ms"), 2),
                       fmt(ref.get("cost")) if ref else "", fmt(ref.get("per_second")) if ref else "",
                       fmt(row.get("ratio"), 2) if ref else ""])
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    left = {0, 5}
-    for r in table:
-        lines.append("  ".join(cell.ljust(w) if i in left else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(r, widths))).rstrip())
+    lines.extend(aligned(table, left={0, 5}))
     lines.append("")
     lines.extend(report["notes"])
     return "\n".join(lines)
