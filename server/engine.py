@@ -265,8 +265,7 @@ class MutualTLSServer:
                         conn.deadline = time.monotonic() + self.idle_timeout  # slow, not stuck
                     return  # still waiting for the socket to take our bytes
         except OSError as exc:
-            log.warning("%s connection error: %s", conn.name, describe_peer_error(exc))
-            self._close_now(conn)
+            self._drop(conn, exc)
             return
         if conn.state == FRESH:
             self._start_tls(conn)
@@ -361,6 +360,11 @@ class MutualTLSServer:
         self._unwatch(conn)
         conn.sock.close()
         self.conns.discard(conn)
+
+    def _drop(self, conn: Connection, exc: BaseException) -> None:
+        """The peer broke the connection (reset, bad record...): one log line, then close."""
+        log.warning("%s connection error: %s", conn.name, describe_peer_error(exc))
+        self._close_now(conn)
 
     # -- TLS: classify, handshake in the pool, refuse or serve -------------------------------------
 
@@ -511,8 +515,7 @@ class MutualTLSServer:
             # right after a request: answer what is complete, then close with ours.
             conn.peer_done = True
         except (OSError, ValueError) as exc:
-            log.warning("%s connection error: %s", conn.name, describe_peer_error(exc))
-            self._close_now(conn)
+            self._drop(conn, exc)
             return
         if conn.inbuf or conn.peer_done:
             self._serve_buffered(conn)
@@ -547,8 +550,7 @@ class MutualTLSServer:
                 conn.tls.write(b"".join(out))
                 self._send(conn)
             except OSError as exc:
-                log.warning("%s connection error: %s", conn.name, describe_peer_error(exc))
-                self._close_now(conn)
+                self._drop(conn, exc)
                 return
             self._after_answer(conn)
         elif conn.closing:

@@ -10,7 +10,7 @@ import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import FrozenSet, Iterable, List, Tuple
+from typing import FrozenSet, Iterable, List
 
 PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.S)
 
@@ -25,7 +25,6 @@ class TrustedSet:
 
     pem: str
     fingerprints: FrozenSet[str]
-    sources: Tuple[Path, ...]
 
     def __len__(self) -> int:
         return len(self.fingerprints)
@@ -75,4 +74,4 @@ def load_trusted_set(paths: Iterable[Path]) -> TrustedSet:
                 fingerprints.add(fingerprint(der))
     if not blocks:
         raise TrustError("no trusted client certificates in " + ", ".join(map(str, sources)))
-    return TrustedSet("\n".join(blocks) + "\n", frozenset(fingerprints), sources)
+    return TrustedSet("\n".join(blocks) + "\n", frozenset(fingerprints))

@@ -237,14 +237,6 @@ def raw_connection(port: int, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def install_code(ids: Identities) -> None:
     """Copy the server and client programs into the project, so they run on its default files."""
     for side in ("server", "client"):
@@ -282,7 +274,7 @@ def reload_server(server: ServerProcess) -> None:
 
 
 __all__ = ["Identities", "ServerProcess", "make_identities", "start_server", "run", "curl",
-           "run_client", "stream_peer", "raw_connection", "pid_alive", "require_tool",
+           "run_client", "stream_peer", "raw_connection", "require_tool",
            "signal", "ROOT", "CLIENT", "WEBSERVER", "install_code", "start_project_server",
            "run_project_client", "reload_server", "stopped_at_cleanup", "load_client_module",
            "class_scope"]
